@@ -1,0 +1,237 @@
+"""Build OneLab's images: base (registry pull or debootstrap), wheelhouse on the host, learner.
+
+Nothing is fetched inside ``docker build``: the base's Debian packages come from debootstrap on
+the host (or are already in the registry image), and the learner's Python packages from a
+wheelhouse built on the host with ``pip download`` and installed with ``--no-index``. The same
+wheelhouse and bootstrap serve offline classrooms.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from docker.errors import APIError, ImageNotFound
+
+from images import table
+from onelab import dockerdoor
+from onelab.errors import OneLabError
+from onelab.settings import Settings
+
+Echo = Callable[[str], None]
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+
+
+class BuildError(OneLabError):
+    pass
+
+
+def _step(echo: Echo, n: int, total: int, text: str) -> float:
+    echo(f"[{n}/{total}] {text}")
+    return time.monotonic()
+
+
+def _done(echo: Echo, t0: float, text: str) -> None:
+    echo(f"      {text} ({time.monotonic() - t0:.0f} s)")
+
+
+def _run_logged(cmd: list[str], log: Path, echo: Echo, env: dict[str, str] | None = None) -> None:
+    """Run a long command, its output to a log file; on failure show the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        for line in tail:
+            echo(f"      | {line}")
+        raise BuildError(f"`{cmd[0]} {cmd[1] if len(cmd) > 1 else ''}` failed (exit "
+                         f"{proc.returncode}); full log: {log}")
+
+
+def resolve_base_source(settings: Settings) -> str:
+    """registry or bootstrap. 'auto' never touches the network: it uses the registry base only
+    when it is already present locally (pulled by an operator or loaded from a bundle)."""
+    src = settings.images.base_source
+    if src == "auto":
+        return "registry" if dockerdoor.image_exists(settings.images.registry_base) else "bootstrap"
+    return src
+
+
+def bootstrap_rootfs(settings: Settings, echo: Echo) -> str:
+    """debootstrap Debian bookworm with the base's packages and import it as an image."""
+    pkgs = table.debian_packages()
+    rootfs_tag = f"{table.REPO}/rootfs:{table.inputs_hash('base', settings)}"
+    if dockerdoor.image_exists(rootfs_tag):
+        echo(f"      rootfs {rootfs_tag} already imported")
+        return rootfs_tag
+    if shutil.which("debootstrap") is None:
+        raise BuildError("debootstrap is not installed: `apt-get install debootstrap`, or set "
+                         "images.base_source=registry where a registry can be reached")
+    if os.geteuid() != 0:
+        raise BuildError("bootstrapping the base image needs root (debootstrap); run as root")
+    cache = settings.images.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
+    try:
+        root = work / "root"
+        echo(f"      debootstrap bookworm from {settings.images.debian_mirror} (~1 min)")
+        _run_logged(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(pkgs)}", "bookworm",
+             str(root), settings.images.debian_mirror],
+            cache / "logs" / "debootstrap.log", echo,
+        )
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (root / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        tarball = work / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+        repo, _, tg = rootfs_tag.partition(":")
+        dockerdoor.client().api.import_image_from_file(str(tarball), repository=repo, tag=tg)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rootfs_tag
+
+
+def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
+    """Download every wheel the learner image needs, for Python 3.11 on x86-64, once."""
+    name = "learner-gpu" if gpu else "learner"
+    target = settings.images.cache_dir / "wheelhouse" / f"{name}-{table.inputs_hash(name, settings)}"
+    if (target / ".complete").exists():
+        echo(f"      wheelhouse {target} already complete")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--dest", str(tmp), "--only-binary=:all:",
+        "--python-version", table.PYTHON_VERSION, "--implementation", "cp",
+        "--abi", "cp" + table.PYTHON_VERSION.replace(".", ""),
+        *(a for p in PLATFORMS for a in ("--platform", p)),
+        "-r", str(table.TABLE["learner"].directory / "requirements.txt"),
+        table.torch_requirement(settings, gpu),
+    ]
+    env = dict(os.environ)
+    if gpu:
+        env["PIP_FIND_LINKS"] = ""  # a local CPU wheel must not stand in for the CUDA build
+    elif settings.images.torch_index_url:
+        cmd += ["--extra-index-url", settings.images.torch_index_url]
+    echo(f"      pip download into {target} ({'several GB: CUDA torch' if gpu else '~800 MB'})")
+    try:
+        _run_logged(cmd, settings.images.cache_dir / "logs" / f"wheelhouse-{name}.log", echo, env)
+        (tmp / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _docker_build(context: Path, tag: str, buildargs: dict[str, str], echo: Echo,
+                  labels: dict[str, str] | None = None) -> None:
+    api = dockerdoor.client().api
+    last_error = None
+    try:
+        for chunk in api.build(path=str(context), tag=tag, buildargs=buildargs, rm=True,
+                               forcerm=True, pull=False, decode=True, labels=labels or {}):
+            if "error" in chunk:
+                last_error = chunk["error"].strip()
+            line = (chunk.get("stream") or "").rstrip()
+            if line.startswith("Step "):
+                echo(f"      {line[:110]}")
+    except APIError as e:
+        raise BuildError(f"docker build of {tag} failed: {e.explanation or e}") from None
+    if last_error:
+        raise BuildError(f"docker build of {tag} failed: {last_error}")
+
+
+def build_base(settings: Settings, echo: Echo) -> str:
+    tag = table.tag("base", settings)
+    if dockerdoor.image_exists(tag):
+        echo(f"      {tag} is up to date")
+        return tag
+    source = resolve_base_source(settings)
+    if source == "registry":
+        base_image = settings.images.registry_base
+        if not dockerdoor.image_exists(base_image):
+            echo(f"      pulling {base_image}")
+            repo, _, tg = base_image.partition(":")
+            try:
+                dockerdoor.client().images.pull(repo, tag=tg or "latest")
+            except APIError as e:
+                raise BuildError(f"cannot pull {base_image} ({e.explanation}); set "
+                                 "images.base_source=bootstrap to build it offline") from None
+    else:
+        base_image = bootstrap_rootfs(settings, echo)
+    _docker_build(
+        table.TABLE["base"].directory, tag,
+        {"BASE_IMAGE": base_image, "PACKAGES": " ".join(table.debian_packages()),
+         "ONELAB_INPUTS": tag.split(":")[1], "ONELAB_BASE_SOURCE": source},
+        echo,
+    )
+    return tag
+
+
+def _pinned_versions() -> dict[str, str]:
+    out = {}
+    for line in (table.TABLE["learner"].directory / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            pkg, _, ver = line.partition("==")
+            out[pkg.strip()] = ver.strip()
+    return out
+
+
+def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, echo: Echo) -> str:
+    name = "learner-gpu" if gpu else "learner"
+    tag = table.tag(name, settings)
+    spec = table.TABLE[name]
+    with tempfile.TemporaryDirectory(prefix="ctx-", dir=settings.images.cache_dir) as ctx:
+        ctxp = Path(ctx)
+        shutil.copytree(spec.directory, ctxp, dirs_exist_ok=True)
+        (ctxp / "wheels").mkdir()
+        for whl in wheels.glob("*.whl"):
+            os.link(whl, ctxp / "wheels" / whl.name)  # same file system: no copy
+        torch_req = table.torch_requirement(settings, gpu)
+        labels = {f"org.onelab.version.{k}": v for k, v in _pinned_versions().items()}
+        labels["org.onelab.version.torch"] = torch_req.split("==")[-1]
+        labels["org.onelab.variant"] = "gpu" if gpu else "cpu"
+        _docker_build(ctxp, tag, {"BASE_IMAGE": base_tag, "TORCH": torch_req,
+                                  "ONELAB_INPUTS": tag.split(":")[1]}, echo, labels=labels)
+    return tag
+
+
+def build(settings: Settings, gpu: bool = False, echo: Echo = print) -> str:
+    """Build what is missing (base, wheelhouse, learner) and return the learner image's tag."""
+    name = "learner-gpu" if gpu else "learner"
+    tag = table.tag(name, settings)
+    total = 3
+    dockerdoor.client()
+    t = _step(echo, 1, total, f"base image {table.tag('base', settings)}")
+    base = build_base(settings, echo)
+    _done(echo, t, "base ready")
+    if dockerdoor.image_exists(tag):
+        echo(f"[2/{total}] wheelhouse: not needed")
+        echo(f"[3/{total}] {tag} is up to date")
+        return tag
+    t = _step(echo, 2, total, "wheelhouse on the host")
+    wheels = wheelhouse(settings, gpu, echo)
+    _done(echo, t, f"{sum(1 for _ in wheels.glob('*.whl'))} wheels")
+    t = _step(echo, 3, total, f"{name} image {tag}")
+    build_learner(settings, gpu, base, wheels, echo)
+    _done(echo, t, f"built {tag}")
+    return tag
+
+
+def image_versions(tag: str) -> dict[str, str]:
+    """The version labels an image carries (for `onelab images list`)."""
+    try:
+        labels = dockerdoor.client().images.get(tag).labels or {}
+    except ImageNotFound:
+        return {}
+    return {k.removeprefix("org.onelab."): v for k, v in labels.items() if k.startswith("org.onelab.")}

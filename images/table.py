@@ -1,0 +1,74 @@
+"""The image hierarchy as data, and tags derived from a hash of each image's build inputs.
+
+A tag is ``onelab/<name>:<12 hex digits>``: change a Dockerfile, a requirement, the package list
+or the torch setting and the tag changes, so a stale image is never mistaken for a current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from onelab.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+REPO = "onelab"
+PYTHON_VERSION = "3.11"  # Debian bookworm's python3; the wheelhouse is built for it
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    directory: Path
+    parent: str | None  # another spec's name, or None for the base
+    gpu: bool = False
+
+
+TABLE: dict[str, ImageSpec] = {
+    "base": ImageSpec("base", HERE / "base", None),
+    "learner": ImageSpec("learner", HERE / "learner", "base"),
+    "learner-gpu": ImageSpec("learner-gpu", HERE / "learner", "base", gpu=True),
+}
+
+
+def _digest_dir(h: "hashlib._Hash", directory: Path) -> None:
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(str(path.relative_to(directory)).encode())
+        h.update(path.read_bytes())
+
+
+def debian_packages() -> list[str]:
+    lines = (TABLE["base"].directory / "packages.txt").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def torch_requirement(settings: Settings, gpu: bool) -> str:
+    return settings.images.torch_gpu if gpu else settings.images.torch
+
+
+def inputs_hash(name: str, settings: Settings) -> str:
+    """Hash of everything that goes into an image, its parents included."""
+    spec = TABLE[name]
+    h = hashlib.sha256(name.encode())
+    _digest_dir(h, spec.directory)
+    if spec.parent is None:
+        h.update(b"bookworm")
+    else:
+        h.update(inputs_hash(spec.parent, settings).encode())
+        h.update(torch_requirement(settings, spec.gpu).encode())
+        h.update(PYTHON_VERSION.encode())
+    return h.hexdigest()[:12]
+
+
+def tag(name: str, settings: Settings) -> str:
+    return f"{REPO}/{name}:{inputs_hash(name, settings)}"
+
+
+def learner_image(settings: Settings) -> str:
+    """The image learners get: spawner.image if set, else the built learner (or GPU) image."""
+    if settings.spawner.image:
+        return settings.spawner.image
+    return tag("learner-gpu" if settings.uses_gpu else "learner", settings)

@@ -1,0 +1,329 @@
+"""OneLab's settings: one validated model, loaded from one YAML file plus environment overrides.
+
+Layering (later wins): the defaults in this module < the settings file < ``ONELAB_*`` environment
+variables. The file is ``$ONELAB_CONFIG`` if set, else ``./onelab.yaml`` if it exists, else
+``/etc/onelab/onelab.yaml`` if it exists. An environment variable names a setting by its dotted
+path with ``__`` for the dots, e.g. ``ONELAB_SPAWNER__MEM_LIMIT=4G`` sets ``spawner.mem_limit``;
+its value is read as YAML, so ``ONELAB_HUB__ADMIN_USERS='[kim, lee]'`` is a list.
+
+A wrong key or value raises :class:`SettingsError` with one line naming the key, the value, where
+it came from and what is allowed. ``onelab settings`` prints this model as a reference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from onelab.errors import SettingsError
+
+ENV_PREFIX = "ONELAB_"
+ENV_CONFIG = "ONELAB_CONFIG"
+ROLE_NAMES = ["instructor"]
+"""OneLab roles that settings may hand out; hub/roles.py defines their scopes."""
+_SIZE = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+def _size(value: str) -> str:
+    value = str(value).strip().upper()
+    if not _SIZE.match(value):
+        raise ValueError("must be a size such as 512M or 2G")
+    return value
+
+
+class Section(BaseModel):
+    """A block of settings; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HubSettings(Section):
+    ip: str = Field("127.0.0.1", description="Address the public proxy listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the public proxy (the URL learners open).")
+    proxy_api_port: int = Field(8001, ge=1, le=65535, description="Port of the proxy's REST API, on loopback.")
+    hub_port: int = Field(
+        8081, ge=1, le=65535,
+        description="Port of the hub's API, bound on the learner network's gateway so containers reach it.",
+    )
+    base_url: str = Field("/", description="URL prefix of the whole platform.")
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL of the hub database; default SQLite in state_dir. "
+        "Example: postgresql://onelab:secret@127.0.0.1:5432/onelab",
+    )
+    admin_users: list[str] = Field(default_factory=list, description="Usernames that are hub admins.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("base_url")
+    @classmethod
+    def _slashes(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with /")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("db_url")
+    @classmethod
+    def _db(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(sqlite|postgresql|postgresql\+psycopg2)://", v):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return v
+
+
+class OAuthSettings(Section):
+    """Generic OAuth2/OIDC (oauthenticator's GenericOAuthenticator) for online SSO."""
+
+    client_id: str = ""
+    client_secret: str = ""
+    authorize_url: str = ""
+    token_url: str = ""
+    userdata_url: str = ""
+    callback_url: str = Field("", description="Default: http://<hub.ip>:<hub.port>/hub/oauth_callback")
+    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    username_claim: str = "preferred_username"
+    groups_claim: str = Field("groups", description="Claim in the user data that lists the user's groups.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Only members of these groups may log in.")
+    admin_groups: list[str] = Field(default_factory=list, description="Members of these groups are hub admins.")
+    group_roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="OneLab role -> groups whose members get it, e.g. {instructor: [ai-teachers]}.",
+    )
+    login_service: str = Field("SSO", description="Name shown on the login button.")
+
+    @field_validator("group_roles")
+    @classmethod
+    def _roles_known(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = set(v) - set(ROLE_NAMES)
+        if unknown:
+            raise ValueError(f"names unknown role(s) {sorted(unknown)}; known: {ROLE_NAMES}")
+        return v
+
+
+class AuthSettings(Section):
+    kind: Literal["local", "oauth"] = Field(
+        "local", description="local: accounts kept in the hub database (offline classrooms); oauth: SSO."
+    )
+    min_password_length: int = Field(8, ge=6, le=128)
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+
+
+class SpawnerSettings(Section):
+    image: str | None = Field(None, description="Learner image; default: the one `onelab images build` makes.")
+    gpus: str = Field(
+        "none", description="GPUs per learner container: none, all, or a count such as 1. "
+        "Anything but none selects the GPU image by default.",
+    )
+    network: str = Field("onelab-learners", description="Docker network of the learner containers.")
+    network_internal: bool = Field(
+        True, description="Learner containers reach only the hub, not the outside world.",
+    )
+    mem_limit: str = "2G"
+    cpu_limit: float = Field(1.0, gt=0, le=256)
+    pids_limit: int = Field(512, ge=64, le=65536)
+    tmp_size: str = Field("1G", description="Size of the learner's /tmp (a tmpfs; the root fs is read-only).")
+    home_volume: str = Field(
+        "onelab-home-{username}", description="Named volume per learner mounted as their home."
+    )
+    datasets_volume: str = Field(
+        "onelab-datasets", description="Shared volume mounted read-only at ~/datasets."
+    )
+    start_timeout: int = Field(120, ge=10)
+    http_timeout: int = Field(60, ge=5)
+
+    @field_validator("mem_limit", "tmp_size")
+    @classmethod
+    def _sizes(cls, v: str) -> str:
+        return _size(v)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: str) -> str:
+        v = str(v).strip().lower()
+        if v not in ("none", "all") and not v.isdigit():
+            raise ValueError("must be none, all or a number")
+        return v
+
+    @field_validator("home_volume")
+    @classmethod
+    def _per_user(cls, v: str) -> str:
+        if "{username}" not in v:
+            raise ValueError("must contain {username}, or learners would share one home")
+        return v
+
+
+class CullerSettings(Section):
+    enabled: bool = Field(True, description="Stop idle learner servers (jupyterhub-idle-culler).")
+    timeout: int = Field(3600, ge=60, description="Seconds of inactivity before a server is stopped.")
+    every: int = Field(300, ge=10, description="Seconds between checks.")
+
+
+class ImageSettings(Section):
+    base_source: Literal["auto", "registry", "bootstrap"] = Field(
+        "auto",
+        description="registry: pull registry_base; bootstrap: debootstrap Debian from debian_mirror "
+        "(offline path); auto: use registry_base if it is already present locally, else bootstrap.",
+    )
+    registry_base: str = "debian:bookworm-slim"
+    debian_mirror: str = "http://deb.debian.org/debian"
+    torch: str = Field("torch==2.13.0", description="Torch requirement of the CPU image.")
+    torch_gpu: str = Field("torch==2.13.0", description="Torch requirement of the GPU image (a CUDA build).")
+    torch_index_url: str | None = Field(
+        None, description="Extra index for the CPU torch wheel, e.g. PyTorch's CPU index.",
+    )
+    cache_dir: Path = Field(Path("/var/cache/onelab"), description="Wheelhouses and bootstrap rootfs.")
+
+
+class Settings(Section):
+    state_dir: Path = Field(
+        Path("/var/lib/onelab"), description="Hub database, secrets, logs and pid files."
+    )
+    hub: HubSettings = Field(default_factory=HubSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    spawner: SpawnerSettings = Field(default_factory=SpawnerSettings)
+    culler: CullerSettings = Field(default_factory=CullerSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+
+    @property
+    def db_url(self) -> str:
+        return self.hub.db_url or f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.hub.ip}:{self.hub.port}{self.hub.base_url}"
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.spawner.gpus != "none"
+
+
+def config_file(environ: dict[str, str] | None = None) -> Path | None:
+    """The settings file in force, or None when running on defaults alone."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_CONFIG):
+        path = Path(environ[ENV_CONFIG])
+        if not path.is_file():
+            raise SettingsError(f"{ENV_CONFIG}={path}: no such file")
+        return path
+    for candidate in (Path("onelab.yaml"), Path("/etc/onelab/onelab.yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _from_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    tree: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: conflicts with another ONELAB_ variable")
+        node[path[-1]] = value
+        origin[".".join(path)] = f"environment {name}"
+    return tree, origin
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _allowed(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    return ", ".join(model.model_fields)
+
+
+def _describe(err: ValidationError, origin: dict[str, str], source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int))
+        key = ".".join(str(p) for p in loc)
+        below = [k for k in origin if k.startswith(key + ".")]
+        where = next((origin[k] for k in (key, *_prefixes(key), *below) if k in origin), source)
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed(e["loc"])
+            parts.append(f"unknown setting {key!r} (from {where}); allowed here: {allowed}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"bad setting {key} = {e.get('input')!r} (from {where}): {msg}")
+    return "; ".join(parts)
+
+
+def _prefixes(key: str) -> list[str]:
+    bits = key.split(".")
+    return [".".join(bits[:i]) for i in range(len(bits) - 1, 0, -1)]
+
+
+def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate the settings; raise SettingsError with one line on anything wrong."""
+    environ = dict(os.environ if environ is None else environ)
+    path = path if path is not None else config_file(environ)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise SettingsError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        except OSError as e:
+            raise SettingsError(f"{path}: cannot read ({e.strerror})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: must be a mapping of settings, not {type(loaded).__name__}")
+        data = loaded
+    env_tree, origin = _from_env(environ)
+    data = _merge(data, env_tree)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise SettingsError(_describe(e, origin, source)) from None
+
+
+def reference() -> str:
+    """The settings reference as Markdown, generated from the model (docs/settings.md)."""
+    lines = ["# OneLab settings reference", "",
+             "Generated by `onelab settings --reference`. Set in `onelab.yaml` or as",
+             "`ONELAB_<SECTION>__<KEY>` environment variables.", ""]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        rows = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            rows.append(f"| `{prefix}{name}` | `{default!r}` | {field.description or ''} |")
+        if rows:
+            lines.extend([f"## `{prefix.rstrip('.') or 'top level'}`", "",
+                          "| key | default | meaning |", "|---|---|---|", *rows, ""])
+
+    walk(Settings, "")
+    return "\n".join(lines)
