@@ -117,6 +117,9 @@ class SpawnerSettings(Section):
         "none", description="GPUs per learner container: none, all, or a count such as 1. "
         "Anything but none selects the GPU image by default.",
     )
+    container_prefix: str = Field(
+        "onelab-learner", description="Learner containers are named <prefix>-<username>.",
+    )
     network: str = Field("onelab-learners", description="Docker network of the learner containers.")
     network_internal: bool = Field(
         True, description="Learner containers reach only the hub, not the outside world.",

@@ -1,0 +1,138 @@
+"""`onelab bench spawn`: N learners start at once, as a class does at the bell.
+
+Per learner, from the common start: time until their server is ready, and until their first
+cell (`import torch`) has run. Then memory: per container with a torch kernel, per idle
+container (kernels shut down), and the host's available memory spent per learner.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from hub.state import admin_token
+from images.table import learner_image
+from onelab import dockerdoor
+from onelab.errors import OneLabError
+from onelab.hubclient import Hub
+from onelab.settings import Settings
+
+FIRST_CELL = "import torch\nprint(torch.__version__, torch.ones(3).sum().item())"
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def container_memory(ctr: Any) -> int:
+    """Bytes in use, as `docker stats` counts them (page cache that can be dropped excluded)."""
+    st = ctr.stats(stream=False).get("memory_stats", {})
+    inner = st.get("stats", {})
+    return int(st.get("usage", 0)) - int(inner.get("total_inactive_file", inner.get("cache", 0)))
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def summarize(values: list[float]) -> str:
+    return (f"p50 {statistics.median(values):6.1f} s   p95 {_pct(values, 0.95):6.1f} s   "
+            f"max {max(values):6.1f} s")
+
+
+def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = print,
+                keep: bool = False) -> dict[str, Any]:
+    if users < 1:
+        raise OneLabError("--users must be at least 1")
+    try:
+        requests.get(f"{settings.public_url}hub/health", timeout=3).raise_for_status()
+    except requests.RequestException:
+        raise OneLabError(f"no hub answers at {settings.public_url}; run `onelab up --detach` "
+                          "first") from None
+    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    names = [f"bench-{i:02d}" for i in range(1, users + 1)]
+    for n in names:
+        hub.ensure_user(n)
+    mem0 = _mem_available()
+    ready: dict[str, float] = {}
+    first: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    kernels = {}
+    go = threading.Barrier(users + 1)
+
+    def learner(name: str) -> None:
+        try:
+            go.wait()
+            hub.start(name)
+            hub.wait_ready(name, timeout=settings.spawner.start_timeout + 300)
+            ready[name] = time.monotonic() - t0
+            k = hub.server(name).start_kernel()
+            res = k.execute(FIRST_CELL, timeout=600)
+            if not res.ok:
+                raise OneLabError(f"first cell failed: {res.error}")
+            first[name] = time.monotonic() - t0
+            kernels[name] = k
+        except Exception as e:  # noqa: BLE001 - one learner's failure is reported, not fatal
+            errors[name] = str(e)[:200]
+
+    threads = [threading.Thread(target=learner, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    go.wait()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    ctrs = {c.labels.get("onelab.user"): c for c in dockerdoor.containers(
+        "learner", **{"onelab.instance": settings.spawner.container_prefix})}
+    with_kernel = [container_memory(ctrs[n]) for n in names if n in ctrs and n in kernels]
+    host_per = (mem0 - _mem_available()) / max(1, len(kernels))
+    for k in kernels.values():
+        k.shutdown()
+    time.sleep(3)
+    idle = [container_memory(ctrs[n]) for n in names if n in ctrs]
+    mib = 1024 * 1024
+    result = {"users": users, "wall_s": wall, "ready_s": ready, "first_cell_s": first,
+              "errors": errors,
+              "mem_with_torch_kernel_mib": statistics.mean(with_kernel) / mib if with_kernel else None,
+              "mem_idle_mib": statistics.mean(idle) / mib if idle else None,
+              "host_mem_per_learner_mib": host_per / mib}
+    echo(f"onelab bench spawn --users {users}   ({time.strftime('%Y-%m-%d %H:%M')}, "
+         f"image {learner_image(settings)})")
+    if ready:
+        echo(f"  time to ready        {summarize(list(ready.values()))}")
+    if first:
+        echo(f"  time to first cell   {summarize(list(first.values()))}   (import torch)")
+    echo(f"  all first cells done {wall:6.1f} s")
+    if idle:
+        echo(f"  memory per learner   idle server {result['mem_idle_mib']:.0f} MiB, with torch "
+             f"kernel {result['mem_with_torch_kernel_mib'] or 0:.0f} MiB (container); host "
+             f"{result['host_mem_per_learner_mib']:.0f} MiB available memory spent each")
+    for n, e in sorted(errors.items()):
+        echo(f"  FAILED {n}: {e}")
+    if not keep:
+        for n in names:
+            try:
+                hub.stop(n)
+                hub.api("DELETE", f"users/{n}")
+            except OneLabError as e:
+                echo(f"  cleanup of {n}: {e}")
+        for n in names:
+            vol = settings.spawner.home_volume.replace("{username}", n)
+            try:
+                dockerdoor.client().volumes.get(vol).remove(force=True)
+            except Exception:  # noqa: BLE001 - a volume already gone is fine
+                pass
+    if errors:
+        raise OneLabError(f"{len(errors)} of {users} learners failed (see above)")
+    return result

@@ -1,0 +1,51 @@
+"""Turn OneLab settings into JupyterHub configuration: ``configure(c, settings)``.
+
+Each ``configure_<area>`` sets one concern on a plain traitlets Config, so each can be tested
+on its own; only :func:`configure` touches Docker (to find the learner network's gateway).
+"""
+
+from __future__ import annotations
+
+from traitlets.config import Config
+
+from hub.auth import configure_auth
+from hub.services import configure_services
+from hub.spawner import configure_spawner
+from hub.state import ensure_state_dir, proxy_token
+from onelab import dockerdoor
+from onelab.settings import Settings
+
+
+def configure_hub(c: Config, settings: Settings, gateway: str) -> None:
+    state = settings.state_dir
+    c.JupyterHub.bind_url = settings.public_url
+    # The hub's API listens on the learner network's gateway: containers reach it there and
+    # nowhere else on the host.
+    c.JupyterHub.hub_bind_url = f"http://{gateway}:{settings.hub.hub_port}"
+    c.JupyterHub.hub_connect_url = f"http://{gateway}:{settings.hub.hub_port}"
+    c.JupyterHub.db_url = settings.db_url
+    c.JupyterHub.upgrade_db = True
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.log_level = settings.hub.log_level
+    # A hub restart must not touch learners: servers keep running, and the proxy is ours.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.cleanup_proxy = False
+    c.JupyterHub.last_activity_interval = 60
+
+
+def configure_proxy(c: Config, settings: Settings) -> None:
+    c.ConfigurableHTTPProxy.should_start = False  # `onelab up` runs it, so it outlives hub restarts
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.hub.proxy_api_port}"
+    c.ConfigurableHTTPProxy.auth_token = proxy_token(settings.state_dir)
+
+
+def configure(c: Config, settings: Settings) -> None:
+    ensure_state_dir(settings.state_dir)
+    gateway = dockerdoor.ensure_network(settings.spawner.network,
+                                        internal=settings.spawner.network_internal)
+    configure_hub(c, settings, gateway)
+    configure_proxy(c, settings)
+    configure_auth(c, settings)
+    configure_spawner(c, settings)
+    configure_services(c, settings)

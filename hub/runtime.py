@@ -1,0 +1,244 @@
+"""Run the platform's processes: configurable-http-proxy and JupyterHub, supervised by `onelab`.
+
+The proxy runs on its own (JupyterHub's ``should_start = False``) so that restarting the hub
+keeps every learner's route, and learner servers outlive the hub (``cleanup_servers = False``).
+Both processes are started in their own sessions, with pid files and logs in the state
+directory, so ``onelab up --detach`` returns and ``onelab down`` finds them again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from hub.state import ensure_state_dir, proxy_token
+from images.table import learner_image
+from onelab import dockerdoor
+from onelab.errors import OneLabError
+from onelab.settings import Settings, config_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HUB_CONFIG = REPO_ROOT / "jupyterhub_config.py"
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int | None
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and _alive(self.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.state_dir / f"{name}.pid"
+
+
+def process(settings: Settings, name: str) -> Proc:
+    path = _pidfile(settings, name)
+    try:
+        return Proc(name, int(path.read_text().strip()))
+    except (OSError, ValueError):
+        return Proc(name, None)
+
+
+def chp_binary() -> str:
+    venv_bin = Path(sys.executable).parent / "configurable-http-proxy"
+    if venv_bin.exists():
+        return str(venv_bin)
+    found = shutil.which("configurable-http-proxy")
+    if not found:
+        raise OneLabError("configurable-http-proxy is not installed; run `make setup` "
+                          "(or `npm install -g configurable-http-proxy`)")
+    return found
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> Proc:
+    log = settings.state_dir / "logs" / f"{name}.log"
+    with log.open("ab") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=settings.state_dir, env=env, start_new_session=True)
+    _pidfile(settings, name).write_text(f"{p.pid}\n")
+    return Proc(name, p.pid)
+
+
+def preflight(settings: Settings) -> str:
+    """Everything `up` needs, each failure a one-line error; returns the learner image."""
+    dockerdoor.client()
+    image = learner_image(settings)
+    dockerdoor.require_image(image, "learner image")
+    chp_binary()
+    return image
+
+
+def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
+    """Start whatever is not running (proxy, hub) and wait until the hub answers."""
+    preflight(settings)
+    ensure_state_dir(settings.state_dir)
+    gateway = dockerdoor.ensure_network(settings.spawner.network,
+                                        internal=settings.spawner.network_internal)
+    dockerdoor.ensure_volume(settings.spawner.datasets_volume, "datasets")
+    env = dict(os.environ)
+    cfg = config_file()
+    if cfg is not None:
+        env["ONELAB_CONFIG"] = str(cfg.resolve())
+    proxy = process(settings, "proxy")
+    if not proxy.alive:
+        h = settings.hub
+        for host, port in ((h.ip, h.port), ("127.0.0.1", h.proxy_api_port)):
+            if not _port_free(host, port):
+                raise OneLabError(f"port {host}:{port} is in use by another program; stop it or "
+                                  "set hub.port / hub.proxy_api_port")
+        env_p = dict(env, CONFIGPROXY_AUTH_TOKEN=proxy_token(settings.state_dir))
+        proxy = _spawn(settings, "proxy", [
+            chp_binary(), "--ip", h.ip, "--port", str(h.port),
+            "--api-ip", "127.0.0.1", "--api-port", str(h.proxy_api_port),
+            "--error-target", f"http://{gateway}:{h.hub_port}{h.base_url}hub/error",
+        ], env_p)
+        echo(f"proxy started (pid {proxy.pid}) on {settings.public_url}")
+    hub = process(settings, "hub")
+    if not hub.alive:
+        if not _port_free(gateway, settings.hub.hub_port):
+            raise OneLabError(f"port {gateway}:{settings.hub.hub_port} is in use; set hub.hub_port")
+        hub = _spawn(settings, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+                     env)
+        echo(f"hub started (pid {hub.pid})")
+    wait_healthy(settings, wait)
+
+
+def wait_healthy(settings: Settings, timeout: float) -> None:
+    url = f"{settings.public_url}hub/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in (process(settings, "hub"), process(settings, "proxy")):
+            if not p.alive:
+                raise OneLabError(f"the {p.name} exited at start-up: {_last_error(settings, p.name)}"
+                                  f" (log: {settings.state_dir / 'logs' / (p.name + '.log')})")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise OneLabError(f"the hub did not answer at {url} within {timeout:.0f} s; see "
+                      f"{settings.state_dir / 'logs' / 'hub.log'}")
+
+
+def _last_error(settings: Settings, name: str) -> str:
+    log = settings.state_dir / "logs" / f"{name}.log"
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines[-40:]):
+        if "onelab:" in line or "Error" in line or "error" in line:
+            return line.strip()[-300:]
+    return lines[-1].strip()[-300:] if lines else "no output"
+
+
+def _terminate(p: Proc, timeout: float = 15) -> bool:
+    if not p.alive:
+        return False
+    assert p.pid is not None
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.alive:
+        time.sleep(0.2)
+    if p.alive:
+        os.killpg(p.pid, signal.SIGKILL)
+    return True
+
+
+def stop_hub(settings: Settings) -> bool:
+    stopped = _terminate(process(settings, "hub"))
+    _pidfile(settings, "hub").unlink(missing_ok=True)
+    return stopped
+
+
+def stop(settings: Settings, keep_servers: bool = False, echo: Echo = print) -> None:
+    """Stop the hub and the proxy, and (unless keep_servers) the learner containers.
+
+    Homes are volumes and stay; learners find their files at the next start.
+    """
+    if stop_hub(settings):
+        echo("hub stopped")
+    if _terminate(process(settings, "proxy")):
+        echo("proxy stopped")
+    _pidfile(settings, "proxy").unlink(missing_ok=True)
+    if not keep_servers:
+        n = dockerdoor.remove_containers("learner", **{"onelab.instance":
+                                                       settings.spawner.container_prefix})
+        if n:
+            echo(f"{n} learner container(s) stopped (homes kept)")
+
+
+def status(settings: Settings) -> dict[str, object]:
+    hub, proxy = process(settings, "hub"), process(settings, "proxy")
+    healthy = False
+    try:
+        healthy = requests.get(f"{settings.public_url}hub/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        pass
+    learners = []
+    try:
+        for ctr in dockerdoor.containers("learner", **{"onelab.instance":
+                                                       settings.spawner.container_prefix}):
+            learners.append((ctr.labels.get("onelab.user", "?"), ctr.status))
+    except OneLabError:
+        learners = []
+    return {"url": settings.public_url, "hub": hub.pid if hub.alive else None,
+            "proxy": proxy.pid if proxy.alive else None, "healthy": healthy,
+            "learners": learners, "image": learner_image(settings)}
+
+
+def follow(settings: Settings, echo: Echo = print) -> None:
+    """Print the hub's log as it grows until interrupted or the hub dies (foreground `up`)."""
+    log = settings.state_dir / "logs" / "hub.log"
+    with log.open(errors="replace") as fh:
+        fh.seek(0, os.SEEK_END)
+        while process(settings, "hub").alive:
+            line = fh.readline()
+            if line:
+                echo(line.rstrip())
+            else:
+                time.sleep(0.3)
+    raise OneLabError(f"the hub exited: {_last_error(settings, 'hub')}")

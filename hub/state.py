@@ -1,0 +1,43 @@
+"""The platform's state directory and the secrets it keeps there (mode 0600, owner only).
+
+They are created once and reused, so a hub restart keeps cookies, the proxy's routes and the
+admin token valid; nothing here is ever passed into a learner's container.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def ensure_state_dir(state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    (state_dir / "logs").mkdir(exist_ok=True)
+    return state_dir
+
+
+def secret(state_dir: Path, name: str, nbytes: int = 32) -> str:
+    """The named secret, made on first use; written atomically with mode 0600."""
+    path = state_dir / name
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    ensure_state_dir(state_dir)
+    value = secrets.token_hex(nbytes)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.replace(tmp, path)
+    return value
+
+
+def proxy_token(state_dir: Path) -> str:
+    return secret(state_dir, "proxy-auth-token")
+
+
+def admin_token(state_dir: Path) -> str:
+    return secret(state_dir, "admin-api-token")

@@ -1,0 +1,226 @@
+"""`onelab`: the one command for operators and instructors. A thin layer over the packages.
+
+Every OneLabError becomes ``onelab: <one line>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onelab.errors import OneLabError
+from onelab.settings import Settings, load, reference
+
+
+def _echo(text: str) -> None:
+    print(text, flush=True)
+
+
+def cmd_up(s: Settings, a: argparse.Namespace) -> int:
+    from hub import runtime
+
+    runtime.start(s, _echo)
+    _echo(f"OneLab is up at {s.public_url}")
+    if a.detach:
+        return 0
+    _echo("(following the hub's log; Ctrl-C stops the platform)")
+    try:
+        runtime.follow(s, _echo)
+    except KeyboardInterrupt:
+        _echo("stopping...")
+    finally:
+        runtime.stop(s, echo=_echo)
+    return 0
+
+
+def cmd_down(s: Settings, a: argparse.Namespace) -> int:
+    from hub import runtime
+
+    runtime.stop(s, keep_servers=a.keep_servers, echo=_echo)
+    return 0
+
+
+def cmd_status(s: Settings, a: argparse.Namespace) -> int:
+    from hub import runtime
+
+    st = runtime.status(s)
+    if a.json:
+        _echo(json.dumps(st, default=str))
+    else:
+        _echo(f"url      {st['url']}  ({'healthy' if st['healthy'] else 'not answering'})")
+        _echo(f"hub      {'pid ' + str(st['hub']) if st['hub'] else 'stopped'}")
+        _echo(f"proxy    {'pid ' + str(st['proxy']) if st['proxy'] else 'stopped'}")
+        _echo(f"image    {st['image']}")
+        learners = st["learners"]
+        _echo(f"learners {len(learners)} container(s)" + "".join(
+            f"\n  {u:<24} {state}" for u, state in learners))
+    return 0 if st["healthy"] else 1
+
+
+def cmd_token(s: Settings, a: argparse.Namespace) -> int:
+    from hub.state import admin_token
+
+    _echo(admin_token(s.state_dir))
+    return 0
+
+
+def _accounts(s: Settings):  # noqa: ANN202 - keeps sqlalchemy out of the CLI's import time
+    from hub.accounts import Accounts
+
+    return Accounts(s.db_url, s.auth.min_password_length)
+
+
+def cmd_users_add(s: Settings, a: argparse.Namespace) -> int:
+    from hub.accounts import generate_password
+
+    password = a.password or generate_password()
+    acct = _accounts(s).add(a.name.lower(), password, admin=a.admin, full_name=a.full_name or "")
+    _echo(f"added {acct.name}{' (admin)' if acct.admin else ''}")
+    if not a.password:
+        _echo(f"password: {password}")
+    return 0
+
+
+def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
+    try:
+        text = Path(a.csv).read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise OneLabError(f"cannot read class list {a.csv}: {e.strerror}") from None
+    generated = _accounts(s).import_csv(text, replace=a.replace)
+    lines = ["username,password", *(f"{n},{p}" for n, p in generated)]
+    if a.out:
+        Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _echo(f"imported; {len(generated)} generated password(s) written to {a.out}")
+    else:
+        _echo("imported")
+        if generated:
+            _echo("\n".join(lines))
+    return 0
+
+
+def cmd_users_list(s: Settings, a: argparse.Namespace) -> int:
+    for acct in _accounts(s).all():
+        _echo(f"{acct.name:<24} {'admin' if acct.admin else '':<6} {acct.full_name}")
+    return 0
+
+
+def cmd_users_passwd(s: Settings, a: argparse.Namespace) -> int:
+    from hub.accounts import generate_password
+
+    password = a.password or generate_password()
+    _accounts(s).set_password(a.name, password)
+    _echo(f"password of {a.name} changed" + ("" if a.password else f": {password}"))
+    return 0
+
+
+def cmd_users_remove(s: Settings, a: argparse.Namespace) -> int:
+    _accounts(s).remove(a.name)
+    _echo(f"removed {a.name} (their home volume is kept)")
+    return 0
+
+
+def cmd_images_build(s: Settings, a: argparse.Namespace) -> int:
+    from images.build import build
+
+    tag = build(s, gpu=a.gpu, echo=_echo)
+    _echo(f"learner image: {tag}")
+    return 0
+
+
+def cmd_images_list(s: Settings, a: argparse.Namespace) -> int:
+    from images import table
+    from images.build import image_versions
+
+    for name in table.TABLE:
+        tag = table.tag(name, s)
+        v = image_versions(tag)
+        state = "built" if v else "not built"
+        extra = ", ".join(f"{k.removeprefix('version.')}={val}" for k, val in sorted(v.items())
+                          if k.startswith("version."))
+        _echo(f"{tag:<36} {state}{'  ' + extra if extra else ''}")
+    return 0
+
+
+def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
+    if a.reference:
+        _echo(reference())
+    else:
+        _echo(json.dumps(s.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
+    from hub.bench import bench_spawn
+
+    bench_spawn(s, users=a.users, echo=_echo, keep=a.keep)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onelab", description="OneLab: a hands-on AI classroom.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(parent: Any, name: str, fn: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    up = add(sub, "up", cmd_up, "Start the platform (proxy + hub) and wait until it answers.")
+    up.add_argument("--detach", "-d", action="store_true", help="return once it is up")
+    down = add(sub, "down", cmd_down, "Stop the hub, the proxy and learner containers.")
+    down.add_argument("--keep-servers", action="store_true", help="leave learner containers running")
+    st = add(sub, "status", cmd_status, "Show what runs (exit 1 when the hub does not answer).")
+    st.add_argument("--json", action="store_true")
+    add(sub, "token", cmd_token, "Print an admin-scoped API token for automation.")
+
+    users = sub.add_parser("users", help="Local accounts.").add_subparsers(dest="sub", required=True)
+    ua = add(users, "add", cmd_users_add, "Add a local account (prints a generated password).")
+    ua.add_argument("name")
+    ua.add_argument("--password")
+    ua.add_argument("--admin", action="store_true")
+    ua.add_argument("--full-name")
+    ui = add(users, "import", cmd_users_import,
+             "Add a class list from CSV (username[,password,full_name,admin]).")
+    ui.add_argument("csv")
+    ui.add_argument("--replace", action="store_true", help="reset accounts that exist already")
+    ui.add_argument("--out", help="write generated passwords to this CSV file")
+    add(users, "list", cmd_users_list, "List local accounts.")
+    up_ = add(users, "passwd", cmd_users_passwd, "Set (or generate) a new password.")
+    up_.add_argument("name")
+    up_.add_argument("--password")
+    ur = add(users, "remove", cmd_users_remove, "Remove a local account (the home is kept).")
+    ur.add_argument("name")
+
+    images = sub.add_parser("images", help="Learner images.").add_subparsers(dest="sub",
+                                                                             required=True)
+    ib = add(images, "build", cmd_images_build, "Build the base and learner images if missing.")
+    ib.add_argument("--gpu", action="store_true", help="the CUDA variant (several GB of wheels)")
+    add(images, "list", cmd_images_list, "Show the images' tags and versions.")
+
+    se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
+    se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")
+
+    bench = sub.add_parser("bench", help="Benchmarks.").add_subparsers(dest="sub", required=True)
+    bs = add(bench, "spawn", cmd_bench_spawn,
+             "Spawn N learners at once: time to ready, to first `import torch`, memory each.")
+    bs.add_argument("--users", type=int, default=5)
+    bs.add_argument("--keep", action="store_true", help="leave the bench learners running")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load()
+        return args.fn(settings, args)
+    except OneLabError as e:
+        print(f"onelab: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
