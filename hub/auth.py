@@ -15,6 +15,7 @@ from traitlets import Integer, Unicode, default
 from traitlets.config import Config
 
 from hub import roles
+from hub._config import extend
 from hub.accounts import Accounts
 from onelab.settings import Settings
 
@@ -90,4 +91,4 @@ def configure_auth(c: Config, settings: Settings) -> None:
         g.allow_all = True
     if o.admin_groups:
         g.admin_groups = set(o.admin_groups)
-    c.JupyterHub.load_roles = list(c.JupyterHub.load_roles or []) + roles.group_roles(o.group_roles)
+    extend(c, "JupyterHub", "load_roles", roles.group_roles(o.group_roles))

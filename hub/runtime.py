@@ -107,10 +107,31 @@ def preflight(settings: Settings) -> str:
     return image
 
 
+def ensure_first_admin(settings: Settings, echo: Echo) -> None:
+    """On a brand-new platform with local accounts, make an `admin` account so someone can
+    log in; its password is printed once and kept in the state directory (mode 0600)."""
+    if settings.auth.kind != "local":
+        return
+    from hub.accounts import Accounts, generate_password
+
+    accounts = Accounts(settings.db_url, settings.auth.min_password_length)
+    if accounts.all():
+        return
+    password = generate_password()
+    accounts.add("admin", password, admin=True, full_name="OneLab admin")
+    path = settings.state_dir / "initial-admin-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    echo(f"first start: created account `admin` with password {password} (also in {path}); "
+         "add learners with `onelab users add` or `onelab users import class.csv`")
+
+
 def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     """Start whatever is not running (proxy, hub) and wait until the hub answers."""
     preflight(settings)
     ensure_state_dir(settings.state_dir)
+    ensure_first_admin(settings, echo)
     gateway = dockerdoor.ensure_network(settings.spawner.network,
                                         internal=settings.spawner.network_internal)
     dockerdoor.ensure_volume(settings.spawner.datasets_volume, "datasets")

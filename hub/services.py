@@ -6,15 +6,11 @@ import sys
 
 from traitlets.config import Config
 
+from hub._config import extend
 from hub.state import admin_token
 from onelab.settings import Settings
 
 ADMIN_SERVICE = "onelab-admin"
-
-
-def _append(c: Config, attr: str, items: list) -> None:
-    current = c.JupyterHub[attr] if attr in c.JupyterHub else []
-    c.JupyterHub[attr] = list(current) + items
 
 
 def configure_services(c: Config, settings: Settings) -> None:
@@ -32,5 +28,5 @@ def configure_services(c: Config, settings: Settings) -> None:
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
-    _append(c, "services", services)
-    _append(c, "load_roles", roles)
+    extend(c, "JupyterHub", "services", services)
+    extend(c, "JupyterHub", "load_roles", roles)

@@ -137,12 +137,12 @@ class SpawnerSettings(Section):
     start_timeout: int = Field(120, ge=10)
     http_timeout: int = Field(60, ge=5)
 
-    @field_validator("mem_limit", "tmp_size")
+    @field_validator("mem_limit", "tmp_size", mode="before")
     @classmethod
     def _sizes(cls, v: str) -> str:
         return _size(v)
 
-    @field_validator("gpus")
+    @field_validator("gpus", mode="before")
     @classmethod
     def _gpus(cls, v: str) -> str:
         v = str(v).strip().lower()

@@ -1,0 +1,107 @@
+"""Settings become the JupyterHub configuration an operator expects (plain Config objects)."""
+
+import pytest
+from traitlets.config import Config
+
+from hub.auth import LocalAccountsAuthenticator, configure_auth
+from hub.configure import configure_hub, configure_proxy
+from hub.services import configure_services
+from hub.spawner import configure_spawner
+from onelab.errors import SettingsError
+from onelab.settings import load
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path)})
+
+
+def test_spawner_locks_down_each_learner(settings):
+    c = Config()
+    configure_spawner(c, settings)
+    d = c.DockerSpawner
+    assert d.image.startswith("onelab/learner:")
+    assert d.pull_policy == "never" and d.remove is True
+    assert d.volumes["onelab-home-{username}"] == "/home/learner"
+    assert d.volumes["onelab-datasets"] == {"bind": "/home/learner/datasets", "mode": "ro"}
+    assert d.mem_limit == "2G" and d.cpu_limit == 1.0
+    hc = d.extra_host_config
+    assert hc["pids_limit"] == 512 and hc["cap_drop"] == ["ALL"]
+    assert hc["security_opt"] == ["no-new-privileges"] and hc["read_only"] is True
+    assert "device_requests" not in hc
+    assert d.extra_create_kwargs["user"] == "1000:1000"
+    assert d.extra_create_kwargs["labels"]["onelab.user"] == "{raw_username}"
+    assert d.extra_create_kwargs["labels"]["onelab.role"] == "learner"
+    assert not any("docker.sock" in str(v) for v in d.volumes)
+
+
+def test_gpu_setting_requests_devices_and_the_gpu_image(tmp_path):
+    s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path), "ONELAB_SPAWNER__GPUS": "1"})
+    c = Config()
+    configure_spawner(c, s)
+    assert c.DockerSpawner.image.startswith("onelab/learner-gpu:")
+    assert c.DockerSpawner.extra_host_config["device_requests"] == [
+        {"count": 1, "capabilities": [["gpu"]]}]
+
+
+def test_hub_survives_restarts_without_touching_learners(settings):
+    c = Config()
+    configure_hub(c, settings, "172.30.0.1")
+    configure_proxy(c, settings)
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.JupyterHub.hub_bind_url == "http://172.30.0.1:8081"
+    token = c.ConfigurableHTTPProxy.auth_token
+    configure_proxy(c2 := Config(), settings)
+    assert c2.ConfigurableHTTPProxy.auth_token == token  # same secret after a restart
+    assert (settings.state_dir / "proxy-auth-token").stat().st_mode & 0o077 == 0
+
+
+def test_local_auth_by_default(settings):
+    c = Config()
+    configure_auth(c, settings)
+    assert c.JupyterHub.authenticator_class is LocalAccountsAuthenticator
+    assert c.LocalAccountsAuthenticator.db_url == settings.db_url
+
+
+def test_oauth_maps_groups_to_roles(tmp_path):
+    env = {"ONELAB_STATE_DIR": str(tmp_path), "ONELAB_AUTH__KIND": "oauth",
+           "ONELAB_AUTH__OAUTH__CLIENT_ID": "onelab", "ONELAB_AUTH__OAUTH__CLIENT_SECRET": "s",
+           "ONELAB_AUTH__OAUTH__AUTHORIZE_URL": "https://idp.example/auth",
+           "ONELAB_AUTH__OAUTH__TOKEN_URL": "https://idp.example/token",
+           "ONELAB_AUTH__OAUTH__USERDATA_URL": "https://idp.example/userinfo",
+           "ONELAB_AUTH__OAUTH__ALLOWED_GROUPS": "[students, teachers]",
+           "ONELAB_AUTH__OAUTH__ADMIN_GROUPS": "[it]",
+           "ONELAB_AUTH__OAUTH__GROUP_ROLES": "{instructor: [teachers]}"}
+    c = Config()
+    configure_auth(c, load(path=None, environ=env))
+    g = c.GenericOAuthenticator
+    assert c.JupyterHub.authenticator_class == "generic-oauth"
+    assert g.allowed_groups == {"students", "teachers"} and g.admin_groups == {"it"}
+    assert g.manage_groups is True and g.auth_state_groups_key == "oauth_user.groups"
+    assert g.oauth_callback_url == "http://127.0.0.1:8000/hub/oauth_callback"
+    (role,) = c.JupyterHub.load_roles
+    assert role["name"] == "onelab-instructor" and role["groups"] == ["teachers"]
+    assert "access:servers" not in role["scopes"]
+
+
+def test_oauth_without_client_is_a_clear_error(tmp_path):
+    s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path), "ONELAB_AUTH__KIND": "oauth"})
+    with pytest.raises(SettingsError, match="auth.oauth.client_id is empty"):
+        configure_auth(Config(), s)
+
+
+def test_services_culler_and_admin_token(settings):
+    c = Config()
+    configure_services(c, settings)
+    names = {s["name"] for s in c.JupyterHub.services}
+    assert names == {"onelab-admin", "idle-culler"}
+    culler = next(s for s in c.JupyterHub.services if s["name"] == "idle-culler")
+    assert "--timeout=3600" in culler["command"]
+    admin = next(r for r in c.JupyterHub.load_roles if r["name"] == "admin")
+    assert admin["services"] == ["onelab-admin"]
+    off = load(path=None, environ={"ONELAB_STATE_DIR": str(settings.state_dir),
+                                   "ONELAB_CULLER__ENABLED": "false"})
+    c2 = Config()
+    configure_services(c2, off)
+    assert {s["name"] for s in c2.JupyterHub.services} == {"onelab-admin"}
