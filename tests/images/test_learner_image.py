@@ -1,0 +1,73 @@
+"""Checks that run inside the learner image, as the learner does."""
+
+import json
+import re
+
+import pytest
+
+from images.table import learner_image
+from onelab import dockerdoor
+from onelab.settings import load
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def image(docker_ready):
+    return learner_image(load(path=None, environ={}))
+
+
+def run_in(image: str, code: str) -> str:
+    out = dockerdoor.client().containers.run(
+        image, ["python", "-c", code], remove=True, network_mode="none",
+        labels={"onelab.role": "test"})
+    return out.decode()
+
+
+def test_learner_stack_imports_and_versions(image):
+    out = json.loads(run_in(image, (
+        "import json, os, torch, numpy, pandas, sklearn, matplotlib, nbgrader, jupyterlab, "
+        "notebook, ipykernel, papermill\n"
+        "from importlib.metadata import version as v\n"
+        "print(json.dumps({'uid': os.getuid(), 'torch': torch.__version__, "
+        "'cuda_built': torch.version.cuda, 'lab': jupyterlab.__version__, "
+        "'notebook': notebook.__version__, 'nbgrader': nbgrader.__version__, "
+        "'singleuser': v('jupyterhub'), 'ko': v('jupyterlab-language-pack-ko-kr')}))"
+    )))
+    assert out["uid"] == 1000
+    assert out["torch"].startswith("2.13.0")
+    assert out["lab"].startswith("4.") and out["notebook"].startswith("7.")
+    assert out["singleuser"] == "6.1.1" and out["ko"].startswith("4.5")
+    labels = dockerdoor.client().images.get(image).labels
+    assert labels["org.onelab.version.torch"] == "2.13.0"
+    assert labels["org.onelab.version.jupyterlab"] == out["lab"]
+    assert labels["org.onelab.variant"] == "cpu"
+
+
+def test_learners_get_learner_tools_in_korean(image):
+    out = json.loads(run_in(image, (
+        "import json, subprocess, sys\n"
+        "ext = subprocess.run(['jupyter', 'server', 'extension', 'list'], capture_output=True,"
+        " text=True)\n"
+        "lab = subprocess.run(['jupyter', 'labextension', 'list'], capture_output=True, text=True)\n"
+        "ov = json.load(open(sys.prefix + '/share/jupyter/lab/settings/overrides.json'))\n"
+        "print(json.dumps({'ext': ext.stdout + ext.stderr, 'lab': lab.stdout + lab.stderr, "
+        "'ov': ov}))"
+    )))
+    assert out["ov"]["@jupyterlab/translation-extension:plugin"]["locale"] == "ko_KR"
+    assert out["ov"]["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    ext = re.sub(r"\x1b\[[0-9;]*m", "", out["ext"])
+    assert "nbgrader.server_extensions.assignment_list enabled" in ext
+    assert "nbgrader.server_extensions.formgrader disabled" in ext
+    assert "nbgrader.server_extensions.course_list disabled" in ext
+    assert "@jupyter/nbgrader:create-assignment" in out["lab"]  # listed as disabled
+    assert "@jupyter/nbgrader:formgrader" in out["lab"]
+
+
+def test_hangul_font_for_plots(image):
+    out = run_in(image, (
+        "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+        "from matplotlib import font_manager as fm\n"
+        "print(fm.findfont(fm.FontProperties(family=plt.rcParams['font.family'])))"
+    ))
+    assert "Nanum" in out

@@ -1,0 +1,56 @@
+"""An operator who gets something wrong is told, in one line, what and what to do."""
+
+import pytest
+
+from tests.conftest import onelab, platform_env
+
+pytestmark = pytest.mark.integration
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("onelab: ")
+    return lines[0]
+
+
+@pytest.fixture
+def env(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    return platform_env("oltest-err", state)
+
+
+def test_bad_setting(env, tmp_path):
+    env["ONELAB_SPAWNER__MEM_LIMIT"] = "lots"
+    line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert "spawner.mem_limit = 'lots'" in line and "ONELAB_SPAWNER__MEM_LIMIT" in line
+    (tmp_path / "onelab.yaml").write_text("spawner:\n  cpu_limt: 2\n")
+    del env["ONELAB_SPAWNER__MEM_LIMIT"]
+    line = one_line_error(onelab("up", "--detach", env=env, check=False, cwd=tmp_path))
+    assert "unknown setting 'spawner.cpu_limt' (from onelab.yaml)" in line
+
+
+def test_no_docker_daemon(env, tmp_path):
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert "no Docker daemon answers" in line and "ensure-dockerd.sh" in line
+
+
+def test_missing_image(env, docker_ready):
+    env["ONELAB_SPAWNER__IMAGE"] = "onelab/learner:not-built-here"
+    line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert "onelab/learner:not-built-here is not built" in line
+    assert "onelab images build" in line
+
+
+def test_busy_port(env, docker_ready):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", int(env["ONELAB_HUB__PORT"])))
+        s.listen()
+        line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert f"port 127.0.0.1:{env['ONELAB_HUB__PORT']} is in use" in line
+    assert "hub.port" in line
