@@ -69,7 +69,7 @@ class HubSettings(Section):
     @field_validator("db_url")
     @classmethod
     def _db(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(sqlite|postgresql|postgresql\+psycopg2)://", v):
+        if v is not None and not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", v):
             raise ValueError("must start with sqlite:// or postgresql://")
         return v
 
