@@ -64,3 +64,11 @@ def test_reference_documents_every_setting():
                 "images.base_source"):
         assert f"`{key}`" in ref
     assert Settings.model_fields  # the reference is generated, so it cannot drift
+
+
+def test_docs_settings_reference_is_current():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+    assert doc.read_text().strip() == reference().strip(), (
+        "docs/settings.md is stale: run `.venv/bin/onelab settings --reference > docs/settings.md`")
