@@ -15,7 +15,7 @@ import hmac
 import io
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -107,7 +107,7 @@ class Accounts:
         self.check_name(name)
         self.check_new_password(password)
         row = {"name": name, "password_hash": hash_password(password), "full_name": full_name,
-               "admin": admin, "created": datetime.now(timezone.utc).replace(tzinfo=None)}
+               "admin": admin, "created": datetime.now(UTC).replace(tzinfo=None)}
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(accounts_table.c.name).where(
                 accounts_table.c.name == name)).first()

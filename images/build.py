@@ -9,6 +9,7 @@ wheelhouse and bootstrap serve offline classrooms.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,11 +42,11 @@ def _done(echo: Echo, t0: float, text: str) -> None:
     echo(f"      {text} ({time.monotonic() - t0:.0f} s)")
 
 
-def _run_logged(cmd: list[str], log: Path, echo: Echo, env: dict[str, str] | None = None) -> None:
+def _run_logged(cmd: list[str], log: Path, echo: Echo) -> None:
     """Run a long command, its output to a log file; on failure show the log's tail."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         for line in tail:
@@ -116,14 +117,11 @@ def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
         "-r", str(table.TABLE["learner"].directory / "requirements.txt"),
         table.torch_requirement(settings, gpu),
     ]
-    env = dict(os.environ)
-    if gpu:
-        env["PIP_FIND_LINKS"] = ""  # a local CPU wheel must not stand in for the CUDA build
-    elif settings.images.torch_index_url:
+    if not gpu and settings.images.torch_index_url:
         cmd += ["--extra-index-url", settings.images.torch_index_url]
     echo(f"      pip download into {target} ({'several GB: CUDA torch' if gpu else '~800 MB'})")
     try:
-        _run_logged(cmd, settings.images.cache_dir / "logs" / f"wheelhouse-{name}.log", echo, env)
+        _run_logged(cmd, settings.images.cache_dir / "logs" / f"wheelhouse-{name}.log", echo)
         (tmp / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         if target.exists():
             shutil.rmtree(target)
@@ -199,7 +197,7 @@ def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, ec
             os.link(whl, ctxp / "wheels" / whl.name)  # same file system: no copy
         torch_req = table.torch_requirement(settings, gpu)
         labels = {f"org.onelab.version.{k}": v for k, v in _pinned_versions().items()}
-        labels["org.onelab.version.torch"] = torch_req.split("==")[-1]
+        labels["org.onelab.version.torch"] = re.split(r"[=<>!~]+", torch_req)[-1].strip()
         labels["org.onelab.variant"] = "gpu" if gpu else "cpu"
         _docker_build(ctxp, tag, {"BASE_IMAGE": base_tag, "TORCH": torch_req,
                                   "ONELAB_INPUTS": tag.split(":")[1]}, echo, labels=labels)

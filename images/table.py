@@ -32,7 +32,7 @@ TABLE: dict[str, ImageSpec] = {
 }
 
 
-def _digest_dir(h: "hashlib._Hash", directory: Path) -> None:
+def _digest_dir(h: hashlib._Hash, directory: Path) -> None:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         if "__pycache__" in path.parts:
             continue

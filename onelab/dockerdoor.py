@@ -11,9 +11,9 @@ import functools
 import ipaddress
 from typing import Any
 
-import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 
+import docker
 from onelab.errors import DockerUnavailable, ImageMissing
 
 ROLE_LABEL = "onelab.role"

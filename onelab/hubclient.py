@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlparse
 
@@ -82,9 +82,8 @@ class Hub:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             u = self.user(name) or {}
-            if not (u.get("servers") or {}).get("", {}).get("ready") and not u.get("pending"):
-                if not u.get("servers"):
-                    return
+            if not u.get("servers") and not u.get("pending"):
+                return
             time.sleep(0.5)
         raise HubError(f"server of {name} did not stop within {wait:.0f} s")
 
@@ -163,7 +162,7 @@ class Kernel:
         self.ws.send(json.dumps({
             "header": {"msg_id": msg_id, "username": "onelab", "session": self.session,
                        "msg_type": "execute_request", "version": "5.3",
-                       "date": datetime.now(timezone.utc).isoformat()},
+                       "date": datetime.now(UTC).isoformat()},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
             "content": {"code": code, "silent": False, "store_history": True,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},

@@ -134,8 +134,12 @@ class SpawnerSettings(Section):
     datasets_volume: str = Field(
         "onelab-datasets", description="Shared volume mounted read-only at ~/datasets."
     )
-    start_timeout: int = Field(120, ge=10)
-    http_timeout: int = Field(60, ge=5)
+    start_timeout: int = Field(
+        300, ge=10, description="Seconds a spawn may take (a whole class at once on few cores is slow).",
+    )
+    http_timeout: int = Field(
+        180, ge=5, description="Seconds a started server may take to answer before the spawn fails.",
+    )
 
     @field_validator("mem_limit", "tmp_size", mode="before")
     @classmethod
@@ -173,7 +177,11 @@ class ImageSettings(Section):
     registry_base: str = "debian:bookworm-slim"
     debian_mirror: str = "http://deb.debian.org/debian"
     torch: str = Field("torch==2.13.0", description="Torch requirement of the CPU image.")
-    torch_gpu: str = Field("torch==2.13.0", description="Torch requirement of the GPU image (a CUDA build).")
+    torch_gpu: str = Field(
+        "torch===2.13.0",
+        description="Torch requirement of the GPU image. `===` matches the plain (CUDA) build "
+        "only, never a local `+cpu` wheel.",
+    )
     torch_index_url: str | None = Field(
         None, description="Extra index for the CPU torch wheel, e.g. PyTorch's CPU index.",
     )

@@ -68,7 +68,7 @@ def cmd_token(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def _accounts(s: Settings):  # noqa: ANN202 - keeps sqlalchemy out of the CLI's import time
+def _accounts(s: Settings):
     from hub.accounts import Accounts
 
     return Accounts(s.db_url, s.auth.min_password_length)
