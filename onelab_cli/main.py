@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,11 @@ def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     if a.detach:
         return 0
     _echo("(following the hub's log; Ctrl-C stops the platform)")
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # `kill`/systemd stop the platform as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         runtime.follow(s, _echo)
     except KeyboardInterrupt:
