@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import subprocess
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 from docker.errors import DockerException, ImageNotFound, NotFound
@@ -111,3 +114,69 @@ def remove_containers(role: str, **labels: str) -> int:
         except NotFound:
             pass
     return gone
+
+
+@dataclass
+class PipedRun:
+    exit_code: int | None
+    stdout: bytes
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+    oom_killed: bool = False
+
+
+def run_piped(args: list[str], name: str, stdin: bytes, *, timeout: float,
+              max_output: int) -> PipedRun:
+    """`docker <args>` (a `run -i --name NAME ...`) with `stdin` piped in and stdout read back,
+    at most `max_output` bytes of it. Past `timeout` the container is killed. Whatever happens,
+    the container named `name` is gone when this returns."""
+    proc = subprocess.Popen(["docker", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out = bytearray()
+    err = bytearray()
+    truncated = False
+
+    def feed() -> None:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def drain() -> None:
+        nonlocal truncated
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(65536):
+            if len(out) + len(chunk) > max_output:
+                truncated = True
+                continue  # keep reading so the container is never blocked on a full pipe
+            out.extend(chunk)
+
+    def drain_err() -> None:
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read(65536):
+            if len(err) < 65536:
+                err.extend(chunk[: 65536 - len(err)])
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, drain_err)]
+    for t in threads:
+        t.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        subprocess.run(["docker", "kill", name], capture_output=True, check=False)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    for t in threads:
+        t.join(timeout=10)
+    return PipedRun(proc.returncode, bytes(out), err.decode("utf-8", "replace"), timed_out,
+                    truncated, oom_killed=proc.returncode == 137 and not timed_out)

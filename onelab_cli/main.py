@@ -159,6 +159,20 @@ def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
+    from graders.grade import Options, grade
+    from images.table import learner_image
+    from onelab import dockerdoor
+
+    image = a.image or learner_image(s)
+    dockerdoor.require_image(image, "grading image")
+    opts = Options(image=image, memory=a.memory, cell_timeout=a.cell_timeout,
+                   notebook_timeout=a.notebook_timeout)
+    outcomes = grade(Path(a.course_dir), a.assignment, opts, students=a.student or None,
+                     workers=a.workers, force=a.force, echo=_echo, progress=sys.stderr.isatty())
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
 def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     from hub.bench import bench_spawn
 
@@ -206,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     ib = add(images, "build", cmd_images_build, "Build the base and learner images if missing.")
     ib.add_argument("--gpu", action="store_true", help="the CUDA variant (several GB of wheels)")
     add(images, "list", cmd_images_list, "Show the images' tags and versions.")
+
+    gr = add(sub, "grade", cmd_grade,
+             "Autograde an nbgrader assignment, each submission in its own sandbox, in parallel.")
+    gr.add_argument("assignment")
+    gr.add_argument("--course-dir", required=True, help="an nbgrader course directory")
+    gr.add_argument("--student", action="append", help="only this student (repeatable)")
+    gr.add_argument("--workers", type=int, help="parallel submissions (default: cores)")
+    gr.add_argument("--image", help="course image (default: the learner image)")
+    gr.add_argument("--force", action="store_true", help="regrade submissions graded already")
+    gr.add_argument("--memory", default="1g", help="memory per submission (default 1g)")
+    gr.add_argument("--cell-timeout", type=int, default=60, help="seconds per cell")
+    gr.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook")
 
     se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
     se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")

@@ -1,0 +1,121 @@
+"""nbgrader's autograde pipeline with one step swapped: execution happens in the sandbox.
+
+Everything else stays nbgrader's own (ClearOutput, OverwriteCells from the gradebook's source
+copy, LimitOutput, SaveAutoGrades, late penalties...), so scores for honest work are exactly
+nbgrader's and `autograded/` and `gradebook.db` are what `nbgrader autograde` writes. Only
+outputs and execution counts are taken from the sandbox's reply, checked; the notebook's
+sources and metadata are the grader's own copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.utils import is_grade, is_solution
+from traitlets import Float, Integer, Unicode
+
+from graders import sandbox
+
+OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
+
+
+def is_test_cell(cell: NotebookNode) -> bool:
+    """An autograder test: a graded code cell the learner does not write."""
+    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
+
+
+def _clean_output(out: Any) -> NotebookNode | None:
+    """An output from the sandbox, if it has the shape of one; anything else is dropped."""
+    if not isinstance(out, dict) or out.get("output_type") not in OUTPUT_TYPES:
+        return None
+    kind = out["output_type"]
+    if kind == "stream":
+        name = out.get("name") if out.get("name") in ("stdout", "stderr") else "stdout"
+        text = out.get("text", "")
+        text = "".join(text) if isinstance(text, list) else str(text)
+        return new_output("stream", name=name, text=text)
+    if kind == "error":
+        tb = out.get("traceback", [])
+        return new_output("error", ename=str(out.get("ename", "")), evalue=str(out.get("evalue", "")),
+                          traceback=[str(t) for t in tb] if isinstance(tb, list) else [str(tb)])
+    data = out.get("data", {})
+    if not isinstance(data, dict):
+        return None
+    data = {str(k): v for k, v in data.items() if isinstance(v, (str, list, dict))}
+    if kind == "execute_result":
+        count = out.get("execution_count")
+        return new_output("execute_result", data=data,
+                          execution_count=count if isinstance(count, int) else None)
+    return new_output("display_data", data=data)
+
+
+def grading_error(reason: str) -> NotebookNode:
+    return new_output("error", ename="OneLabGradingError", evalue=reason,
+                      traceback=[f"OneLabGradingError: {reason}"])
+
+
+def merge(nb: NotebookNode, run: sandbox.Execution) -> None:
+    """Put the sandbox's outputs into the grader's notebook; a test cell that did not run
+    (the kernel died or exited, time ran out, the container crashed) gets an error, so it
+    earns nothing -- stock nbgrader would count a test without output as passed."""
+    cells = run.cells if len(run.cells) == len(nb.cells) else []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        got = cells[i] if cells else {}
+        outs = [o for o in map(_clean_output, got.get("outputs", []) or []) if o is not None]
+        cell.outputs = outs
+        count = got.get("execution_count")
+        cell.execution_count = count if isinstance(count, int) else None
+        if is_test_cell(cell) and not got.get("executed"):
+            reason = run.reason or "this test cell did not run"
+            cell.outputs.append(grading_error(f"this test did not run: {reason}"))
+
+
+class SandboxedExecute(NbGraderPreprocessor):
+    """Replaces nbgrader's Execute in Autograde.autograde_preprocessors."""
+
+    image = Unicode(help="Course image the notebook runs in.").tag(config=True)
+    memory = Unicode("1g").tag(config=True)
+    cpus = Float(1.0).tag(config=True)
+    pids = Integer(128).tag(config=True)
+    scratch = Unicode("64m").tag(config=True)
+    cell_timeout = Integer(60).tag(config=True)
+    notebook_timeout = Integer(600).tag(config=True)
+    max_output_bytes = Integer(2_000_000).tag(config=True)
+    report_dir = Unicode("", help="Where to write one JSON report per notebook.").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
+                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes)
+        path = Path(resources.get("metadata", {}).get("path") or ".")
+        files = sandbox.submission_files(
+            path, skip={p.name for p in path.glob("*.ipynb")}) if path.is_dir() else {}
+        kernel = (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
+        payload = json.loads(json.dumps(nb))  # a plain copy; the grader keeps its own nb
+        for cell in payload["cells"]:
+            if cell.get("cell_type") == "code":
+                cell["outputs"] = []
+        run = sandbox.execute(payload, files, self.image, limits, kernel=kernel)
+        merge(nb, run)
+        if run.status != "ok":
+            self.log.warning("Sandbox: %s (%s)", run.status, run.reason)
+        self._report(resources, run)
+        return nb, resources
+
+    def _report(self, resources: dict, run: sandbox.Execution) -> None:
+        if not self.report_dir:
+            return
+        info = resources.get("nbgrader", {})
+        d = Path(self.report_dir) / str(info.get("student", "unknown"))
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{info.get('notebook', 'notebook')}.json").write_text(json.dumps({
+            "status": run.status, "reason": run.reason, "seconds": round(run.seconds, 2),
+            "cells_run": sum(1 for c in run.cells if c.get("executed")),
+            "stderr": run.log[-2000:],
+        }, indent=1))

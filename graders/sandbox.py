@@ -1,0 +1,126 @@
+"""Execute one submitted notebook in a fresh, locked-down container of the course image.
+
+The container has no network, a read-only root file system, a non-root user, memory/CPU/pids
+limits, a size-limited tmpfs as its only writable place, no secrets in its environment and
+none of the host's files: the notebook and that submission's other files go in on stdin, the
+outputs come back on stdout as signed JSON (graders/incontainer.py). It is always removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onelab import dockerdoor
+
+RUNNER = (Path(__file__).parent / "incontainer.py").read_text()
+MAX_REPLY = 64 * 1024 * 1024  # bytes read back at most; outputs are cut well before inside
+MAX_FILES = 32 * 1024 * 1024  # a submission's other files, in all
+GRADER_UID = "1000:1000"
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: str = "1g"
+    cpus: float = 1.0
+    pids: int = 128
+    scratch: str = "64m"
+    cell_timeout: int = 60
+    notebook_timeout: int = 600
+    max_output_bytes: int = 2_000_000
+
+
+@dataclass
+class Execution:
+    """What came back: outputs per cell, or the reason there are none."""
+
+    status: str  # ok | timeout | error | crashed
+    reason: str = ""
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    log: str = ""
+
+
+def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
+    """The submission's files other than the notebooks themselves (data a notebook reads)."""
+    out: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if not path.is_file() or path.is_symlink() or rel in skip or rel.startswith("."):
+            continue
+        size = path.stat().st_size
+        if total + size > MAX_FILES:
+            break
+        total += size
+        out[rel] = path.read_bytes()
+    return out
+
+
+def docker_args(name: str, image: str, limits: Limits) -> list[str]:
+    return [
+        "run", "-i", "--rm", "--name", name,
+        "--label", f"{dockerdoor.ROLE_LABEL}=grader",
+        "--network", "none",
+        "--read-only",
+        "--tmpfs", f"/scratch:size={limits.scratch},uid=1000,gid=1000,mode=700",
+        "--pids-limit", str(limits.pids),
+        "--memory", limits.memory, "--memory-swap", limits.memory,
+        "--cpus", str(limits.cpus),
+        "--user", GRADER_UID,
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--env", "HOME=/scratch", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.runtime",
+        "--env", "MPLCONFIGDIR=/scratch/.mpl", "--env", "IPYTHONDIR=/scratch/.ipython",
+        "--env", "PYTHONDONTWRITEBYTECODE=1", "--workdir", "/scratch",
+        "--entrypoint", "python",
+        image, "-c", RUNNER,
+    ]
+
+
+def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:
+    line = raw.strip().rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    head, sep, tail = line.rpartition(', "mac": "')
+    if not sep or not head.startswith('{"result": '):
+        return None
+    result, mac = head[len('{"result": '):], tail.rstrip('"}')
+    want = hmac.new(key, result.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, mac):
+        return None
+    return json.loads(result)
+
+
+def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Limits,
+            kernel: str = "python3") -> Execution:
+    key = secrets.token_bytes(32)
+    payload = json.dumps({
+        "key": key.hex(), "notebook": nb, "kernel": kernel,
+        "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
+        "cell_timeout": limits.cell_timeout, "notebook_timeout": limits.notebook_timeout,
+        "max_output_bytes": limits.max_output_bytes,
+    }).encode()
+    name = f"onelab-grade-{secrets.token_hex(6)}"
+    started = time.monotonic()
+    run = dockerdoor.run_piped(docker_args(name, image, limits), name, payload,
+                               timeout=limits.notebook_timeout + 60, max_output=MAX_REPLY)
+    elapsed = time.monotonic() - started
+    reply = _parse(run.stdout, key) if run.stdout else None
+    if reply is not None:
+        return Execution(reply["status"], reply.get("reason", ""), reply["cells"], elapsed,
+                         run.stderr)
+    if run.timed_out:
+        reason = f"stopped after {limits.notebook_timeout + 60} s (notebook time limit)"
+    elif run.oom_killed or run.exit_code == 137:
+        reason = f"the notebook used more than its memory limit ({limits.memory})"
+    elif run.truncated:
+        reason = "the grader's reply was too large"
+    else:
+        reason = (f"the grading container ended without a result (exit {run.exit_code}): the "
+                  "notebook may have killed its grader")
+    return Execution("crashed", reason, [], elapsed, run.stderr)
