@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -54,7 +55,10 @@ def nbgrader_config(course_dir: Path, opts: Options | None = None) -> Any:
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
-    from graders.preprocessor import SandboxedExecute
+    from nbgrader.preprocessors import (ClearOutput, DeduplicateIds, OverwriteCells,
+                                        OverwriteKernelspec)
+
+    from graders.preprocessor import RestoreSourceMetadata, SandboxedExecute
 
     cfg_file = course_dir / "nbgrader_config.py"
     config = Config()
@@ -62,6 +66,9 @@ def nbgrader_config(course_dir: Path, opts: Options | None = None) -> Any:
         config.merge(PyFileConfigLoader(cfg_file.name, str(course_dir)).load_config())
     config.CourseDirectory.root = str(course_dir)
     if opts is not None:
+        config.Autograde.sanitize_preprocessors = [
+            ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreSourceMetadata,
+            OverwriteCells, CheckCellMetadata]
         config.Autograde.autograde_preprocessors = [
             SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
             SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
@@ -91,6 +98,9 @@ def up_to_date(course_dir: Path, assignment: str, student: str) -> bool:
     return done.is_dir() and _timestamp(done) == _timestamp(sub) and any(done.glob("*.ipynb"))
 
 
+_RETRYABLE = ("database is locked", "UNIQUE constraint failed")
+
+
 def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
               log_dir: str) -> dict[str, Any]:
     """Worker: nbgrader's Autograde for one student, execution sandboxed. Runs in a child."""
@@ -105,22 +115,37 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     config.SandboxedExecute.report_dir = str(reports)
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     result: dict[str, Any] = {}
-    for attempt in range(3):  # the gradebook is SQLite: a rare 'database is locked' is retried
+    for attempt in range(3):  # the gradebook is SQLite shared by workers: races are retried
         result = api.autograde(assignment, student, force=True, create=True)
-        if result.get("success") or "database is locked" not in str(result.get("error", "")):
+        err = str(result.get("error", ""))
+        if result.get("success") or not any(m in err for m in _RETRYABLE):
             break
         time.sleep(1 + attempt)
     log = Path(log_dir) / f"{student}.log"
     log.write_text((result.get("log") or "") + ("\n" + result["error"] if result.get("error")
                                                  else ""))
-    notes = []
+    notes = [] if result.get("success") else [_root_error(result)]
     for rep in sorted((reports / student).glob("*.json")):
         info = json.loads(rep.read_text())
         if info["status"] != "ok":
             notes.append(f"{rep.stem}: {info['reason']}")
     return {"student": student, "success": bool(result.get("success")),
-            "error": (result.get("error") or "").strip().splitlines()[-1:],
+            "error": [],
             "seconds": time.monotonic() - started, "notes": notes}
+
+
+def _root_error(result: dict[str, Any]) -> str:
+    """The first real error in nbgrader's log (not its generic 'see the traceback' line)."""
+    text = (result.get("log") or "") + "\n" + (result.get("error") or "")
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Entry)): (.+)$", line)
+        if m and m.group(1) not in ("NbGraderException",):
+            kind, what = m.groups()
+            if kind == "JSONDecodeError" or "NotJSONError" in kind:
+                return f"the notebook is not valid JSON ({what[:120]})"
+            return f"{kind}: {what[:200]}"
+    return "nbgrader could not grade this submission (see its log)"
 
 
 def scores(course_dir: Path, assignment: str) -> dict[str, tuple[float, float]]:
@@ -189,8 +214,8 @@ def _prepare_gradebook(course_dir: Path, assignment: str) -> None:
     from nbgrader.api import Gradebook, MissingEntry
     from nbgrader.coursedir import CourseDirectory
 
-    db_url = CourseDirectory(config=nbgrader_config(course_dir)).db_url
-    with Gradebook(db_url) as gb:
+    cd = CourseDirectory(config=nbgrader_config(course_dir))
+    with Gradebook(cd.db_url, cd.course_id) as gb:  # creates the course row before the race
         try:
             gb.find_assignment(assignment)
         except MissingEntry:

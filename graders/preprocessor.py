@@ -60,9 +60,10 @@ def grading_error(reason: str) -> NotebookNode:
 
 
 def merge(nb: NotebookNode, run: sandbox.Execution) -> None:
-    """Put the sandbox's outputs into the grader's notebook; a test cell that did not run
-    (the kernel died or exited, time ran out, the container crashed) gets an error, so it
-    earns nothing -- stock nbgrader would count a test without output as passed."""
+    """Put the sandbox's outputs into the grader's notebook. A test cell that did not run
+    (the kernel died or exited, time ran out, the container crashed) or did not run as written
+    (the guard saw tampering, or other code ran in its place) gets an error output, so it earns
+    nothing: stock nbgrader counts a test without an error as passed."""
     cells = run.cells if len(run.cells) == len(nb.cells) else []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -72,9 +73,55 @@ def merge(nb: NotebookNode, run: sandbox.Execution) -> None:
         cell.outputs = outs
         count = got.get("execution_count")
         cell.execution_count = count if isinstance(count, int) else None
-        if is_test_cell(cell) and not got.get("executed"):
+        if not is_test_cell(cell):
+            continue
+        if not got.get("executed"):
             reason = run.reason or "this test cell did not run"
             cell.outputs.append(grading_error(f"this test did not run: {reason}"))
+        elif not got.get("verified"):
+            why = got.get("why") if isinstance(got.get("why"), str) else ""
+            cell.outputs.append(grading_error(why or "this test did not run as written"))
+
+
+class RestoreSourceMetadata(NbGraderPreprocessor):
+    """Make every cell's nbgrader metadata the source's, before nbgrader's own sanitizing.
+
+    A submission may claim a solution cell is graded, change points, unlock a test or invent
+    grade ids; nbgrader's OverwriteCells would then crash or (for flags it does not restore)
+    trust the claim. Here a cell whose grade_id the gradebook knows gets the source's flags and
+    points; a cell with an unknown grade_id loses its nbgrader metadata and is ordinary code.
+    """
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        from nbgrader.api import Gradebook, MissingEntry
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gb:
+            try:
+                source = gb.find_notebook(info["notebook"], info["assignment"])
+            except MissingEntry:
+                return nb, resources
+            points = {c.name: c.max_score for c in source.grade_cells}
+            solutions = {c.name for c in source.solution_cells}
+            locked = {c.name: bool(c.locked) for c in source.source_cells}
+            tasks = {c.name for c in source.task_cells}
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader")
+            if meta is None:
+                continue
+            gid = meta.get("grade_id") if isinstance(meta, dict) else None
+            if not isinstance(gid, str) or gid not in locked:
+                del cell.metadata["nbgrader"]
+                continue
+            new = {"grade_id": gid, "schema_version": 3, "solution": gid in solutions,
+                   "grade": gid in points, "locked": locked[gid], "task": gid in tasks}
+            if gid in points:
+                new["points"] = points[gid]
+            for k in ("checksum", "cell_type"):
+                if k in meta:
+                    new[k] = meta[k]
+            cell.metadata["nbgrader"] = new
+        return nb, resources
 
 
 class SandboxedExecute(NbGraderPreprocessor):
@@ -101,7 +148,8 @@ class SandboxedExecute(NbGraderPreprocessor):
         for cell in payload["cells"]:
             if cell.get("cell_type") == "code":
                 cell["outputs"] = []
-        run = sandbox.execute(payload, files, self.image, limits, kernel=kernel)
+        tests = [i for i, c in enumerate(nb.cells) if is_test_cell(c)]
+        run = sandbox.execute(payload, files, self.image, limits, kernel=kernel, verify=tests)
         merge(nb, run)
         if run.status != "ok":
             self.log.warning("Sandbox: %s (%s)", run.status, run.reason)

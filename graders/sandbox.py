@@ -21,6 +21,7 @@ from typing import Any
 from onelab import dockerdoor
 
 RUNNER = (Path(__file__).parent / "incontainer.py").read_text()
+GUARD = (Path(__file__).parent / "guard.py").read_text()
 MAX_REPLY = 64 * 1024 * 1024  # bytes read back at most; outputs are cut well before inside
 MAX_FILES = 32 * 1024 * 1024  # a submission's other files, in all
 GRADER_UID = "1000:1000"
@@ -97,13 +98,14 @@ def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:
 
 
 def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Limits,
-            kernel: str = "python3") -> Execution:
+            kernel: str = "python3", verify: list[int] | None = None) -> Execution:
+    """Run the notebook; `verify` lists the test cells whose execution must be attested."""
     key = secrets.token_bytes(32)
     payload = json.dumps({
         "key": key.hex(), "notebook": nb, "kernel": kernel,
         "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
         "cell_timeout": limits.cell_timeout, "notebook_timeout": limits.notebook_timeout,
-        "max_output_bytes": limits.max_output_bytes,
+        "max_output_bytes": limits.max_output_bytes, "guard": GUARD, "verify": verify or [],
     }).encode()
     name = f"onelab-grade-{secrets.token_hex(6)}"
     started = time.monotonic()
