@@ -1,26 +1,26 @@
-"""Runs INSIDE the grading container: execute one notebook, print the outputs as JSON.
+"""Runs INSIDE the grading container: execute one notebook, print the outputs as signed JSON.
 
-Shipped as the program text of ``python -c`` (so any course image with ipykernel and nbclient
-can grade, with no OneLab code installed in it); the payload arrives as one JSON document on
-stdin. Only the standard library and nbclient are used. Nothing here is trusted by the grader
-outside: it takes outputs and execution counts from the reply, checked, and nothing else.
+Shipped as the program text of ``python -c`` (so any course image with ipykernel can grade,
+with no OneLab code installed in it); the payload arrives as one JSON document on stdin. It
+drives the kernel with jupyter_client directly, the way nbclient does for nbgrader (one cell at
+a time, errors allowed, streams merged, a per-cell time limit that interrupts the kernel), but
+without nbformat and nbclient, whose imports alone cost more than a kernel start.
 
-Payload: {"key": hex, "notebook": nbformat-v4 dict, "files": {relpath: base64},
-          "cell_timeout": s, "notebook_timeout": s, "max_output_bytes": n, "kernel": "python3",
-          "guard": source of graders/guard.py, "verify": [indices of test cells]}
+Payload: {"key": hex, "notebook": {"cells": [{"cell_type", "source", "metadata"}...]},
+          "files": {relpath: base64}, "cell_timeout": s, "notebook_timeout": s,
+          "max_output_bytes": n, "kernel": "python3", "guard": source of graders/guard.py,
+          "verify": [indices of test cells]}
 Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result)}, where
           result = {"status": "ok" | "timeout" | "error", "reason": str, "seconds": s,
                     "cells": [{"outputs": [...], "execution_count": int | null, "executed": bool,
                                "verified": bool, "why": str}]}
 
-A test cell is "verified" when the guard inside the kernel (graders/guard.py) attests that the
-kernel compiled exactly the cell's source (after IPython's stock transforms) and executed it,
-with nothing tampered with; see that module.
-
-The learner's code runs in the kernel, a child of this process. It must not be able to forge
+The learner's code runs in the kernel, a child of this process, and must not be able to forge
 the reply: the kernel's stdout and stderr go to /dev/null (the reply goes to a private copy of
-the real stdout), this process is made non-dumpable (no ptrace, no /proc/<pid>/fd or mem for
-the same uid), and the reply is signed with a key that only this process has seen.
+the real stdout), this process is made non-dumpable (no ptrace, no /proc/<pid>/fd or mem for the
+same uid), and the reply is signed with a key only this process has seen. A test cell is
+"verified" when the guard inside the kernel (graders/guard.py) attests that the kernel compiled
+exactly the cell's source (after IPython's stock transforms) and executed it, untampered.
 """
 
 import base64
@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
+import queue
 import sys
 import time
 
@@ -38,7 +38,7 @@ import time
 class Attestations:
     """Signed records from the guard in the kernel, read from a pipe only this process has."""
 
-    def __init__(self) -> None:
+    def __init__(self):
         self.key = os.urandom(32)
         self.key_r, key_w = os.pipe()
         os.write(key_w, self.key)
@@ -52,11 +52,11 @@ class Attestations:
     def kernel_fds(self):
         return (self.key_r, self.rec_w)
 
-    def after_kernel_start(self) -> None:
+    def after_kernel_start(self):
         os.close(self.key_r)
         os.close(self.rec_w)
 
-    def drain(self) -> None:
+    def drain(self):
         while True:
             try:
                 chunk = os.read(self.rec_r, 65536)
@@ -82,14 +82,14 @@ class Attestations:
                                  [f for f in parts[4].split(",") if f]))
 
 
-def expected_digest(source: str) -> str:
+def expected_digest(source):
     from IPython.core.inputtransformer2 import TransformerManager
 
     text = TransformerManager().transform_cell(source)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def verdict(records, source: str):
+def verdict(records, source):
     """(verified, why) for one test cell from the records made while it ran."""
     flagged = sorted({f for r in records for f in r[4]})
     if flagged:
@@ -106,7 +106,122 @@ def verdict(records, source: str):
     return True, ""
 
 
-def main() -> None:
+class Outputs:
+    """Collects a cell's outputs as nbclient does: streams merged, clear_output honoured,
+    display updates applied; past the notebook's output budget, output is cut."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.used = 0
+        self.cut_cells = set()
+        self.displays = {}  # display_id -> list of output dicts
+
+    def add(self, cell, index, msg):
+        kind, content = msg["msg_type"], msg["content"]
+        state = cell.setdefault("_state", {"clear_on_next": False})
+        if kind == "clear_output":
+            if content.get("wait"):
+                state["clear_on_next"] = True
+            else:
+                cell["outputs"] = []
+            return
+        if kind not in ("stream", "display_data", "execute_result", "error",
+                        "update_display_data"):
+            return
+        size = len(json.dumps(content))
+        if self.used + size > self.budget:
+            if index not in self.cut_cells:
+                self.cut_cells.add(index)
+                cell["outputs"].append({"output_type": "stream", "name": "stdout",
+                                        "text": "\n[OneLab: output cut here: more than "
+                                                f"{self.budget} bytes]\n"})
+            return
+        self.used += size
+        if state["clear_on_next"]:
+            cell["outputs"] = []
+            state["clear_on_next"] = False
+        display_id = (content.get("transient") or {}).get("display_id")
+        if kind == "update_display_data":
+            for out in self.displays.get(display_id, []):
+                out["data"], out["metadata"] = content.get("data", {}), content.get("metadata", {})
+            return
+        if kind == "stream":
+            outs = cell["outputs"]
+            if outs and outs[-1]["output_type"] == "stream" and outs[-1]["name"] == content["name"]:
+                outs[-1]["text"] += content.get("text", "")
+                return
+            out = {"output_type": "stream", "name": content.get("name", "stdout"),
+                   "text": content.get("text", "")}
+        elif kind == "error":
+            out = {"output_type": "error", "ename": content.get("ename", ""),
+                   "evalue": content.get("evalue", ""), "traceback": content.get("traceback", [])}
+        else:
+            out = {"output_type": kind, "data": content.get("data", {}),
+                   "metadata": content.get("metadata", {})}
+            if kind == "execute_result":
+                out["execution_count"] = content.get("execution_count")
+        cell["outputs"].append(out)
+        if display_id:
+            self.displays.setdefault(display_id, []).append(out)
+
+
+def run_cell(km, kc, cell, index, outputs, cell_timeout, deadline):
+    """Execute one cell; returns 'ok', 'timeout' (notebook limit) or 'dead' (kernel gone).
+
+    Waits on the shell reply (outputs queue up on iopub meanwhile and are drained between
+    waits), then reads iopub up to the cell's 'idle' status: no polling delay per cell."""
+    msg_id = kc.execute(cell["source"], silent=False, store_history=True, allow_stdin=False,
+                        stop_on_error=False)
+    started = time.monotonic()
+    interrupted = False
+
+    def drain_iopub(wait):
+        """Process iopub messages; True once this cell's 'idle' status was seen."""
+        until = time.monotonic() + wait
+        while True:
+            try:
+                msg = kc.get_iopub_msg(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                return False
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return True
+            outputs.add(cell, index, msg)
+
+    reply = None
+    while reply is None:
+        now = time.monotonic()
+        if now > deadline:
+            return "timeout"
+        if not interrupted and now - started > cell_timeout:
+            km.interrupt_kernel()
+            interrupted = True
+            cell["outputs"].append({"output_type": "stream", "name": "stderr",
+                                    "text": "[OneLab: this cell ran past its time limit of "
+                                            f"{cell_timeout} s and was stopped]\n"})
+        if interrupted and now - started > cell_timeout + 10:
+            return "dead"  # the kernel does not answer even an interrupt
+        try:
+            msg = kc.get_shell_msg(timeout=0.5)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                reply = msg["content"]
+        except queue.Empty:
+            drain_iopub(0)
+            if not km.is_alive():
+                return "dead"
+    drain_iopub(5.0)
+    cell["execution_count"] = reply.get("execution_count")
+    if reply.get("status") == "error" and not any(
+            o["output_type"] == "error" and o["ename"] == reply.get("ename")
+            for o in cell["outputs"]):
+        cell["outputs"].append({"output_type": "error", "ename": reply.get("ename", ""),
+                                "evalue": reply.get("evalue", ""),
+                                "traceback": reply.get("traceback", [])})
+    return "ok"
+
+
+def main():
     payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     key = bytes.fromhex(payload.pop("key"))
     try:
@@ -117,14 +232,10 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+
     home = os.environ.get("HOME", "/scratch")
     work = os.path.join(home, "work")
     os.makedirs(work, exist_ok=True)
-    guard_file = os.path.join(home, ".onelab-guard.py")
-    with open(guard_file, "w") as fh:
-        fh.write(payload.get("guard", ""))
-    verify = set(payload.get("verify", []))
-    att = Attestations()
     for rel, b64 in payload.get("files", {}).items():
         dest = os.path.normpath(os.path.join(work, rel))
         if not dest.startswith(work + os.sep):
@@ -132,97 +243,78 @@ def main() -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest, "wb") as fh:
             fh.write(base64.b64decode(b64))
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.reads(json.dumps(payload["notebook"]), as_version=4)
-    budget = int(payload.get("max_output_bytes", 1_000_000))
-    state = {"used": 0, "cut": set()}
-
-    class Client(NotebookClient):
-        def output(self, outs, msg, display_id, cell_index):  # noqa: D401 - nbclient hook
-            size = len(json.dumps(msg.get("content", {})))
-            if state["used"] + size > budget:
-                if cell_index not in state["cut"]:
-                    state["cut"].add(cell_index)
-                    outs.append(nbformat.v4.new_output(
-                        "stream", name="stdout",
-                        text=f"\n[OneLab: output cut here: more than {budget} bytes]\n"))
-                return None
-            state["used"] += size
-            return super().output(outs, msg, display_id, cell_index)
-
-    client = Client(
-        nb, timeout=int(payload.get("cell_timeout", 30)), allow_errors=True,
-        kernel_name=payload.get("kernel", "python3"), interrupt_on_timeout=True,
-        record_timing=False, resources={"metadata": {"path": work}},
-        extra_arguments=["--HistoryManager.hist_file=:memory:",
-                         f"--IPKernelApp.exec_files=['{guard_file}']"],
-        error_on_timeout={"ename": "CellTimeoutError", "evalue": "",
-                          "traceback": ["CellTimeoutError: the cell ran past its time limit"]},
-    )
-    executed = set()
-    verdicts = {}
-    original = client.async_execute_cell
-
-    async def tracking(cell, cell_index, *args, **kwargs):
-        att.drain()
-        start = len(att.records)
-        began = time.monotonic()
-        result = await original(cell, cell_index, *args, **kwargs)
-        if time.monotonic() - began >= client.timeout:
-            cell.outputs.append(nbformat.v4.new_output(
-                "stream", name="stderr",
-                text=f"[OneLab: this cell ran past its time limit of {client.timeout} s "
-                     "and was stopped]\n"))
-        executed.add(cell_index)
-        att.drain()
-        if cell_index in verify:
-            # tampering seen at any point before this test also voids it
-            earlier_flags = [r for r in att.records[:start] if r[4]]
-            verdicts[cell_index] = verdict(earlier_flags + att.records[start:], cell.source)
-        return result
-
-    client.async_execute_cell = tracking
+    guard_file = os.path.join(home, ".onelab-guard.py")
+    with open(guard_file, "w") as fh:
+        fh.write(payload.get("guard", ""))
+    verify = set(payload.get("verify", []))
+    cells = payload["notebook"]["cells"]
+    for cell in cells:
+        cell["outputs"], cell["execution_count"] = [], None
+    outputs = Outputs(int(payload.get("max_output_bytes", 1_000_000)))
+    cell_timeout = int(payload.get("cell_timeout", 30))
+    started = time.monotonic()
+    deadline = started + int(payload.get("notebook_timeout", 300))
+    att = Attestations()
+    executed, verdicts = set(), {}
     status, reason = "ok", ""
 
-    def on_alarm(signum, frame):
-        raise TimeoutError("notebook time limit")
+    from jupyter_client.manager import KernelManager
 
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(payload.get("notebook_timeout", 300)))
-    started = time.monotonic()
-    env = dict(os.environ, ONELAB_GUARD_FDS="%d,%d" % att.kernel_fds())
-    original_start = client.async_start_new_kernel
+    km = KernelManager(kernel_name=payload.get("kernel", "python3"))
+    marks = [("start", 0.0)]
 
-    async def start_kernel(**kw):
-        result = await original_start(env=env, pass_fds=att.kernel_fds(), **kw)
-        att.after_kernel_start()
-        return result
+    def mark(label):
+        marks.append((label, round(time.monotonic() - started, 3)))
 
-    client.async_start_new_kernel = start_kernel
     try:
-        client.execute()
-    except TimeoutError:
-        status, reason = "timeout", (
-            f"the notebook ran past its time limit ({payload.get('notebook_timeout', 300)} s)")
-    except Exception as e:  # a dead kernel, a broken notebook: report, never crash silently
+        km.start_kernel(
+            extra_arguments=["--HistoryManager.hist_file=:memory:",
+                             f"--IPKernelApp.exec_files=['{guard_file}']"],
+            cwd=work, env=dict(os.environ, ONELAB_GUARD_FDS="%d,%d" % att.kernel_fds()),
+            pass_fds=att.kernel_fds())
+        att.after_kernel_start()
+        kc = km.client()
+        kc.start_channels()
+        mark("kernel started")
+        kc.wait_for_ready(timeout=60)
+        mark("kernel ready")
+        for i, cell in enumerate(cells):
+            if cell.get("cell_type") != "code" or "skip-execution" in (
+                    cell.get("metadata", {}).get("tags") or []):
+                continue
+            att.drain()
+            start = len(att.records)
+            outcome = run_cell(km, kc, cell, i, outputs, cell_timeout, deadline)
+            if outcome == "timeout":
+                status = "timeout"
+                reason = f"the notebook ran past its time limit ({payload.get('notebook_timeout')} s)"
+                break
+            if outcome == "dead":
+                status = "error"
+                reason = ("the kernel died: the notebook exited it, crashed it, or went over its "
+                          "memory limit")
+                break
+            executed.add(i)
+            mark(f"cell {i}")
+            if i in verify:
+                att.drain()
+                earlier = [r for r in att.records[:start] if r[4]]
+                verdicts[i] = verdict(earlier + att.records[start:], cell["source"])
+                mark(f"verified {i}")
+    except Exception as e:  # a kernel that never started, a broken notebook: say so
         status, reason = "error", f"{type(e).__name__}: {str(e)[:500]}"
     finally:
-        signal.alarm(0)
         try:
-            if client.km is not None:
-                client.km.shutdown_kernel(now=True)
+            km.shutdown_kernel(now=True)
         except Exception:
             pass
-    cells = [{"outputs": c.get("outputs", []) if c.cell_type == "code" else [],
-              "execution_count": c.get("execution_count") if c.cell_type == "code" else None,
-              "executed": i in executed,
-              "verified": verdicts.get(i, (False, ""))[0],
-              "why": verdicts.get(i, (False, "this test cell never ran"))[1]}
-             for i, c in enumerate(nb.cells)]
-    result = json.dumps({"status": status, "reason": reason, "cells": cells,
+    out_cells = [{"outputs": c["outputs"], "execution_count": c["execution_count"],
+                  "executed": i in executed,
+                  "verified": verdicts.get(i, (False, ""))[0],
+                  "why": verdicts.get(i, (False, "this test cell never ran"))[1]}
+                 for i, c in enumerate(cells)]
+    mark("kernel stopped")
+    result = json.dumps({"status": status, "reason": reason, "cells": out_cells, "marks": marks,
                          "seconds": round(time.monotonic() - started, 3)})
     mac = hmac.new(key, result.encode(), hashlib.sha256).hexdigest()
     data = ('{"result": ' + result + ', "mac": "' + mac + '"}\n').encode()

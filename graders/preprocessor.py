@@ -165,5 +165,6 @@ class SandboxedExecute(NbGraderPreprocessor):
         (d / f"{info.get('notebook', 'notebook')}.json").write_text(json.dumps({
             "status": run.status, "reason": run.reason, "seconds": round(run.seconds, 2),
             "cells_run": sum(1 for c in run.cells if c.get("executed")),
+            "timeline": run.marks,
             "stderr": run.log[-2000:],
         }, indent=1))

@@ -47,6 +47,7 @@ class Execution:
     cells: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     log: str = ""
+    marks: list[Any] = field(default_factory=list)
 
 
 def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
@@ -79,7 +80,8 @@ def docker_args(name: str, image: str, limits: Limits) -> list[str]:
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--env", "HOME=/scratch", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.runtime",
         "--env", "MPLCONFIGDIR=/scratch/.mpl", "--env", "IPYTHONDIR=/scratch/.ipython",
-        "--env", "PYTHONDONTWRITEBYTECODE=1", "--workdir", "/scratch",
+        "--env", "PYTHONDONTWRITEBYTECODE=1", "--env", "TMPDIR=/scratch",
+        "--workdir", "/scratch",
         "--entrypoint", "python",
         image, "-c", RUNNER,
     ]
@@ -115,7 +117,7 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
     reply = _parse(run.stdout, key) if run.stdout else None
     if reply is not None:
         return Execution(reply["status"], reply.get("reason", ""), reply["cells"], elapsed,
-                         run.stderr)
+                         run.stderr, reply.get("marks", []))
     if run.timed_out:
         reason = f"stopped after {limits.notebook_timeout + 60} s (notebook time limit)"
     elif run.oom_killed or run.exit_code == 137:
