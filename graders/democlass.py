@@ -25,7 +25,23 @@ def _meta(grade_id: str, *, solution: bool, grade: bool, points: float = 0,
     return {"nbgrader": m}
 
 
-def source_notebook() -> nbformat.NotebookNode:
+TORCH_CELLS = [
+    ("md", "## 선형 회귀 · Linear regression with PyTorch\n`fit(X, y)`를 완성하세요.", None),
+    ("data", "import torch\ntorch.manual_seed(0)\nX = torch.linspace(-1, 1, 256).unsqueeze(1)\n"
+             "y = 3 * X + 0.5 + 0.05 * torch.randn_like(X)", None),
+    ("fit", "def fit(X, y, steps=300, lr=0.1):\n    ### BEGIN SOLUTION\n"
+            "    model = torch.nn.Linear(1, 1)\n"
+            "    opt = torch.optim.SGD(model.parameters(), lr=lr)\n"
+            "    for _ in range(steps):\n        opt.zero_grad()\n"
+            "        loss = torch.nn.functional.mse_loss(model(X), y)\n"
+            "        loss.backward()\n        opt.step()\n    return model\n"
+            "    ### END SOLUTION", None),
+    ("test_fit", "model = fit(X, y)\nw, b = model.weight.item(), model.bias.item()\n"
+                 "assert abs(w - 3) < 0.1 and abs(b - 0.5) < 0.1", 4),
+]
+
+
+def source_notebook(flavour: str = "python") -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -48,6 +64,18 @@ def source_notebook() -> nbformat.NotebookNode:
                       metadata=_meta("test_squares_big", solution=False, grade=True, points=1,
                                      locked=True)),
     ]
+    if flavour == "torch":
+        for gid, src, points in TORCH_CELLS:
+            if gid == "md":
+                cells.append(new_markdown_cell(src))
+            elif gid == "data":
+                cells.append(new_code_cell(src, metadata=_meta(gid, solution=False, grade=False,
+                                                               locked=True)))
+            elif points is None:
+                cells.append(new_code_cell(src, metadata=_meta(gid, solution=True, grade=False)))
+            else:
+                cells.append(new_code_cell(src, metadata=_meta(gid, solution=False, grade=True,
+                                                               points=points, locked=True)))
     nb.cells = cells
     return nb
 
@@ -61,9 +89,14 @@ ANSWERS = {
               "squares": "def squares(n):\n    return []"},
     "blank": {},
 }
+_FIT_RIGHT = TORCH_CELLS[2][1].replace("    ### BEGIN SOLUTION\n", "").replace(
+    "\n    ### END SOLUTION", "")
+ANSWERS["right"]["fit"] = _FIT_RIGHT
+ANSWERS["half"]["fit"] = _FIT_RIGHT
+ANSWERS["wrong"]["fit"] = "def fit(X, y, steps=300, lr=0.1):\n    return torch.nn.Linear(1, 1)"
 
 
-def make_course(root: Path) -> Path:
+def make_course(root: Path, flavour: str = "python") -> Path:
     """An nbgrader course directory with ps1 in source/ and release/ (gradebook made)."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -74,7 +107,7 @@ def make_course(root: Path) -> Path:
         "c = get_config()\nc.CourseDirectory.course_id = 'demo'\n")
     src = root / "source" / ASSIGNMENT
     src.mkdir(parents=True, exist_ok=True)
-    nbformat.write(source_notebook(), src / "problem1.ipynb")
+    nbformat.write(source_notebook(flavour), src / "problem1.ipynb")
     (src / "data.txt").write_text("42\n")
     config = Config()
     config.CourseDirectory.root = str(root)
@@ -114,9 +147,10 @@ def submit(root: Path, student: str, answers: dict[str, str],
     return dest
 
 
-def make_class(root: Path, size: int) -> Path:
-    """A class of `size` honest learners cycling through right, half, wrong and blank answers."""
-    make_course(root)
+def make_class(root: Path, size: int, flavour: str = "python") -> Path:
+    """A class of `size` honest learners cycling through right, half, wrong and blank answers.
+    flavour "torch" adds a PyTorch training exercise, as OneLab's courses have."""
+    make_course(root, flavour)
     kinds = list(ANSWERS)
     for i in range(size):
         submit(root, f"s{i + 1:03d}", ANSWERS[kinds[i % len(kinds)]])

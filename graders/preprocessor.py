@@ -130,6 +130,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     image = Unicode(help="Course image the notebook runs in.").tag(config=True)
     memory = Unicode("1g").tag(config=True)
     cpus = Float(1.0).tag(config=True)
+    cpuset = Unicode("", help="Cores to pin the container to (set per worker).").tag(config=True)
     pids = Integer(128).tag(config=True)
     scratch = Unicode("64m").tag(config=True)
     cell_timeout = Integer(60).tag(config=True)
@@ -139,7 +140,8 @@ class SandboxedExecute(NbGraderPreprocessor):
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
-                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes)
+                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
+                                self.cpuset)
         path = Path(resources.get("metadata", {}).get("path") or ".")
         files = sandbox.submission_files(
             path, skip={p.name for p in path.glob("*.ipynb")}) if path.is_dir() else {}

@@ -36,6 +36,7 @@ class Limits:
     cell_timeout: int = 60
     notebook_timeout: int = 600
     max_output_bytes: int = 2_000_000
+    cpuset: str = ""  # e.g. "1": pin to a core (a hard CPU limit without quota throttling)
 
 
 @dataclass
@@ -76,6 +77,11 @@ def docker_args(name: str, image: str, limits: Limits) -> list[str]:
         "--pids-limit", str(limits.pids),
         "--memory", limits.memory, "--memory-swap", limits.memory,
         "--cpus", str(limits.cpus),
+        *(["--cpuset-cpus", limits.cpuset] if limits.cpuset else []),
+        # numeric libraries size their thread pools by the machine, not by the limit
+        "--env", f"OMP_NUM_THREADS={max(1, int(limits.cpus))}",
+        "--env", f"MKL_NUM_THREADS={max(1, int(limits.cpus))}",
+        "--env", f"OPENBLAS_NUM_THREADS={max(1, int(limits.cpus))}",
         "--user", GRADER_UID,
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--env", "HOME=/scratch", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.runtime",

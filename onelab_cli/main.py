@@ -173,6 +173,17 @@ def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:
+    from graders.bench import bench_grade
+    from images.table import learner_image
+    from onelab import dockerdoor
+
+    image = a.image or learner_image(s)
+    dockerdoor.require_image(image, "grading image")
+    bench_grade(image, students=a.students, workers=a.workers, flavour=a.flavour, echo=_echo)
+    return 0
+
+
 def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     from hub.bench import bench_spawn
 
@@ -241,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
              "Spawn N learners at once: time to ready, to first `import torch`, memory each.")
     bs.add_argument("--users", type=int, default=5)
     bs.add_argument("--keep", action="store_true", help="leave the bench learners running")
+    bg = add(bench, "grade", cmd_bench_grade,
+             "Grade one class with stock `nbgrader autograde` and with `onelab grade`; compare.")
+    bg.add_argument("--students", type=int, default=20)
+    bg.add_argument("--workers", type=int, help="default: cores")
+    bg.add_argument("--flavour", choices=["python", "torch"], default="python",
+                    help="torch adds a PyTorch training exercise (needs torch in .venv)")
+    bg.add_argument("--image", help="course image (default: the learner image)")
     return p
 
 
