@@ -20,7 +20,7 @@ command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v git >/dev/null || pkgs+=(git)
 if [ $test_deps = 1 ]; then
   command -v chromium >/dev/null || pkgs+=(chromium)
-  fc-list 2>/dev/null | grep -qi nanum || pkgs+=(fonts-nanum)
+  dpkg -s fonts-nanum >/dev/null 2>&1 || pkgs+=(fonts-nanum)
   command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || pkgs+=(postgresql)
 fi

@@ -34,6 +34,18 @@ def cell_scores(course: Path) -> dict[tuple[str, str], float]:
     return out
 
 
+def stock_autograde(course: Path) -> float:
+    """Run stock `nbgrader autograde` on the course, as an instructor would; returns seconds."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    proc = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "autograde",
+                           democlass.ASSIGNMENT, "--force"], cwd=course, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or "Traceback" in proc.stdout:
+        raise OneLabError(f"stock nbgrader failed: {(proc.stdout + proc.stderr)[-500:]}")
+    return time.monotonic() - t0
+
+
 def bench_grade(image: str, students: int = 20, workers: int | None = None,
                 flavour: str = "python", echo: Callable[[str], None] = print) -> dict[str, Any]:
     if flavour == "torch":
@@ -47,14 +59,7 @@ def bench_grade(image: str, students: int = 20, workers: int | None = None,
         ours = democlass.make_class(Path(tmp) / "ours", students, flavour)
         stock = Path(tmp) / "stock"
         shutil.copytree(ours, stock)
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-        t0 = time.monotonic()
-        proc = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "autograde",
-                               democlass.ASSIGNMENT, "--force"], cwd=stock, env=env,
-                              capture_output=True, text=True)
-        t_stock = time.monotonic() - t0
-        if proc.returncode != 0:
-            raise OneLabError(f"stock nbgrader failed: {proc.stdout[-500:]}")
+        t_stock = stock_autograde(stock)
         t0 = time.monotonic()
         grade(ours, democlass.ASSIGNMENT, Options(image=image), workers=workers,
               echo=lambda _: None, progress=False)
