@@ -35,6 +35,16 @@ class Options:
     cell_timeout: int = 60
     notebook_timeout: int = 600
     max_output_bytes: int = 2_000_000
+    gpus: str = "none"
+
+    @classmethod
+    def from_settings(cls, grading: Any, image: str, **overrides: Any) -> Options:
+        """The sandbox of settings.grading, with command-line overrides (None: not given)."""
+        fields = {k: getattr(grading, k) for k in ("memory", "cpus", "pids", "scratch",
+                                                   "cell_timeout", "notebook_timeout",
+                                                   "max_output_bytes", "gpus")}
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(image=image, **fields)
 
 
 @dataclass
@@ -49,16 +59,10 @@ class Outcome:
 
 def nbgrader_config(course_dir: Path, opts: Options | None = None) -> Any:
     """The course's own nbgrader config, with execution swapped for the sandbox."""
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
-                                        LimitOutput, SaveAutoGrades)
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
-    from nbgrader.preprocessors import (ClearOutput, DeduplicateIds, OverwriteCells,
-                                        OverwriteKernelspec)
-
-    from graders.preprocessor import RestoreSourceMetadata, SandboxedExecute
+    from graders import hook
 
     cfg_file = course_dir / "nbgrader_config.py"
     config = Config()
@@ -66,14 +70,7 @@ def nbgrader_config(course_dir: Path, opts: Options | None = None) -> Any:
         config.merge(PyFileConfigLoader(cfg_file.name, str(course_dir)).load_config())
     config.CourseDirectory.root = str(course_dir)
     if opts is not None:
-        config.Autograde.sanitize_preprocessors = [
-            ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreSourceMetadata,
-            OverwriteCells, CheckCellMetadata]
-        config.Autograde.autograde_preprocessors = [
-            SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-        for k, v in asdict(opts).items():
-            setattr(config.SandboxedExecute, k, v)
+        hook.apply(config, opts)
     return config
 
 
@@ -126,6 +123,9 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     if _SLOT is not None and opts.cpus <= 1:
         # each worker gets its own core: a hard CPU limit that never throttles mid-burst
         config.SandboxedExecute.cpuset = str(_SLOT % (os.cpu_count() or 1))
+    unreadable = stage_unreadable(course, assignment, student)
+    if unreadable:
+        config.CourseDirectory.submitted_directory = STAGED
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     result: dict[str, Any] = {}
     for attempt in range(3):  # the gradebook is SQLite shared by workers: races are retried
@@ -138,6 +138,7 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     log.write_text((result.get("log") or "") + ("\n" + result["error"] if result.get("error")
                                                  else ""))
     notes = [] if result.get("success") else [_root_error(result)]
+    notes += [f"{nb}: {why}" for nb, why in unreadable.items()]
     for rep in sorted((reports / student).glob("*.json")):
         info = json.loads(rep.read_text())
         if info["status"] != "ok":
@@ -145,6 +146,78 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     return {"student": student, "success": bool(result.get("success")),
             "error": [],
             "seconds": time.monotonic() - started, "notes": notes}
+
+
+STAGED = ".onelab/staged"
+UNREADABLE = ("OneLab could not read this notebook, so it was graded as blank: {why}. "
+              "The file you submitted is kept unchanged.")
+UNREADABLE_KO = ("제출한 노트북 파일을 읽을 수 없어 빈 답안으로 채점했습니다: {why}. "
+                 "제출한 파일은 바뀌지 않고 그대로 보관되어 있습니다.")
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why nbformat cannot read this notebook, or None when it can."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # noqa: BLE001 - anything that stops nbgrader reading it
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "JSON" in type(e).__name__ or "json" in text.lower() or isinstance(e, ValueError):
+            return f"the file is not valid notebook JSON ({text[:160]})"
+        return f"the notebook does not follow the notebook format ({text[:160]})"
+    return None
+
+
+def stage_unreadable(course: Path, assignment: str, student: str) -> dict[str, str]:
+    """When some notebook of a submission cannot be read, grade a staged copy instead.
+
+    nbgrader would stop at the unreadable file, leaving no graded notebook and so no feedback.
+    The staged copy keeps the submission's other files and timestamp, and puts in place of
+    each unreadable notebook the released one (no answers) with the reason at the top and a
+    flag that makes the sandbox skip running it: every test earns nothing and says why.
+    The submitted files themselves are never touched. Returns {notebook: reason}.
+    """
+    import shutil
+
+    import nbformat
+
+    sub = course / "submitted" / student / assignment
+    bad = {p.name: why for p in sorted(sub.glob("*.ipynb"))
+           if (why := unreadable_reason(p)) is not None}
+    staged = course / STAGED / student / assignment
+    if staged.exists():
+        shutil.rmtree(staged)
+    if not bad:
+        return {}
+    shutil.copytree(sub, staged, symlinks=True)
+    for name, why in bad.items():
+        nb = _blank_notebook(course, assignment, name)
+        nb.metadata["onelab"] = {"unreadable": why}
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"**{UNREADABLE_KO.format(why=why)}**\n\n*{UNREADABLE.format(why=why)}*"))
+        nbformat.write(nb, str(staged / name))
+    return {n: f"graded as blank: {why}" for n, why in bad.items()}
+
+
+def _blank_notebook(course: Path, assignment: str, name: str) -> Any:
+    """The notebook as released to learners: release/ if there, else source/ with every
+    solution emptied (never the instructor's answers in a learner's feedback)."""
+    import nbformat
+    from nbgrader.utils import is_solution
+
+    release = course / "release" / assignment / name
+    if release.exists():
+        return nbformat.read(str(release), as_version=4)
+    source = course / "source" / assignment / name
+    if not source.exists():
+        return nbformat.v4.new_notebook()
+    nb = nbformat.read(str(source), as_version=4)
+    for cell in nb.cells:
+        if is_solution(cell):
+            cell.source = ""
+    return nb
 
 
 def _root_error(result: dict[str, Any]) -> str:

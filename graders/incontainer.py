@@ -6,10 +6,10 @@ drives the kernel with jupyter_client directly, the way nbclient does for nbgrad
 a time, errors allowed, streams merged, a per-cell time limit that interrupts the kernel), but
 without nbformat and nbclient, whose imports alone cost more than a kernel start.
 
+Arguments: the source of graders/guard.py, the kernel name.
 Payload: {"key": hex, "notebook": {"cells": [{"cell_type", "source", "metadata"}...]},
           "files": {relpath: base64}, "cell_timeout": s, "notebook_timeout": s,
-          "max_output_bytes": n, "kernel": "python3", "guard": source of graders/guard.py,
-          "verify": [indices of test cells]}
+          "max_output_bytes": n, "verify": [indices of test cells]}
 Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result)}, where
           result = {"status": "ok" | "timeout" | "error", "reason": str, "seconds": s,
                     "cells": [{"outputs": [...], "execution_count": int | null, "executed": bool,
@@ -31,6 +31,7 @@ import hmac
 import json
 import os
 import queue
+import signal
 import sys
 import time
 
@@ -39,10 +40,8 @@ class Attestations:
     """Signed records from the guard in the kernel, read from a pipe only this process has."""
 
     def __init__(self):
-        self.key = os.urandom(32)
-        self.key_r, key_w = os.pipe()
-        os.write(key_w, self.key)
-        os.close(key_w)
+        self.key = b""
+        self.key_r, self.key_w = os.pipe()
         self.rec_r, self.rec_w = os.pipe()
         fcntl.fcntl(self.rec_r, fcntl.F_SETFL, os.O_NONBLOCK)
         self.buffer = b""
@@ -53,8 +52,18 @@ class Attestations:
         return (self.key_r, self.rec_w)
 
     def after_kernel_start(self):
+        """In this process, once the kernel has its ends: the key is made only now, so a
+        kernel forked from this process never had it in memory."""
         os.close(self.key_r)
         os.close(self.rec_w)
+        self.key = os.urandom(32)
+        os.write(self.key_w, self.key)
+        os.close(self.key_w)
+
+    def child_ends_only(self):
+        """In the kernel: keep only the key's read end and the records' write end."""
+        os.close(self.key_w)
+        os.close(self.rec_r)
 
     def drain(self):
         while True:
@@ -165,6 +174,81 @@ class Outputs:
             self.displays.setdefault(display_id, []).append(out)
 
 
+class ForkedKernel:
+    """An IPython kernel forked from this process after ipykernel is imported: the kernel
+    skips the interpreter start and the imports, and boots while the payload streams in.
+    Forked before any secret exists here (no payload read, no key made), and the child closes
+    every descriptor of ours but its two guard pipes."""
+
+    def __init__(self, work, guard_file, att, reply_fd):
+        import ipykernel.kernelapp  # noqa: F401 - imported once, shared with the child
+        from IPython.core import inputtransformer2  # noqa: F401 - used by verdict()
+        from jupyter_client.connect import write_connection_file
+
+        self.conn = os.path.join(os.path.dirname(work), ".kernel.json")
+        write_connection_file(self.conn, ip="127.0.0.1", key=os.urandom(16).hex().encode())
+        self.pid = os.fork()
+        if self.pid == 0:  # the kernel
+            try:
+                # stdin still holds the unread payload with the reply key: not for the kernel
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.close(reply_fd)
+                att.child_ends_only()
+                os.chdir(work)
+                os.environ["ONELAB_GUARD_FDS"] = "%d,%d" % att.kernel_fds()
+                from ipykernel.kernelapp import IPKernelApp
+
+                app = IPKernelApp.instance()
+                app.initialize(["-f", self.conn, "--HistoryManager.hist_file=:memory:",
+                                f"--IPKernelApp.exec_files=['{guard_file}']"])
+                app.start()
+            finally:
+                os._exit(0)
+        self.status = None
+
+    def is_alive(self):
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+        return self.status is None
+
+    def interrupt_kernel(self):
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGINT)
+
+    def shutdown_kernel(self, now=True):
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.status = -9
+
+    def client(self):
+        from jupyter_client import BlockingKernelClient
+
+        kc = BlockingKernelClient(connection_file=self.conn)
+        kc.load_connection_file()
+        return kc
+
+
+class ManagedKernel:
+    """Any other kernel (not this Python's IPython): started by jupyter_client as usual."""
+
+    def __init__(self, name, work, guard_file, att):
+        from jupyter_client.manager import KernelManager
+
+        self.km = KernelManager(kernel_name=name)
+        self.km.start_kernel(
+            extra_arguments=["--HistoryManager.hist_file=:memory:",
+                             f"--IPKernelApp.exec_files=['{guard_file}']"],
+            cwd=work, env=dict(os.environ, ONELAB_GUARD_FDS="%d,%d" % att.kernel_fds()),
+            pass_fds=att.kernel_fds())
+        self.is_alive = self.km.is_alive
+        self.interrupt_kernel = self.km.interrupt_kernel
+        self.shutdown_kernel = self.km.shutdown_kernel
+        self.client = self.km.client
+
+
 def run_cell(km, kc, cell, index, outputs, cell_timeout, deadline):
     """Execute one cell; returns 'ok', 'timeout' (notebook limit) or 'dead' (kernel gone).
 
@@ -222,8 +306,8 @@ def run_cell(km, kc, cell, index, outputs, cell_timeout, deadline):
 
 
 def main():
-    payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    key = bytes.fromhex(payload.pop("key"))
+    guard_source = sys.argv[1] if len(sys.argv) > 1 else ""
+    kernel_name = sys.argv[2] if len(sys.argv) > 2 else "python3"
     try:
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
     except Exception:
@@ -232,10 +316,34 @@ def main():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-
     home = os.environ.get("HOME", "/scratch")
     work = os.path.join(home, "work")
     os.makedirs(work, exist_ok=True)
+    guard_file = os.path.join(home, ".onelab-guard.py")
+    with open(guard_file, "w") as fh:
+        fh.write(guard_source)
+    att = Attestations()
+    started = time.monotonic()
+    marks = [("start", 0.0)]
+
+    def mark(label):
+        marks.append((label, round(time.monotonic() - started, 3)))
+
+    status, reason = "ok", ""
+    km = None
+    try:
+        if kernel_name == "python3":
+            km = ForkedKernel(work, guard_file, att, reply_fd)
+        else:
+            km = ManagedKernel(kernel_name, work, guard_file, att)
+    except Exception as e:  # reported below, once the payload (and its key) is read
+        status, reason = "error", f"the kernel did not start: {type(e).__name__}: {e}"
+    att.after_kernel_start()
+    mark("kernel started")
+
+    # Only now, with the kernel forked, does the payload (and the reply key) enter memory.
+    payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    key = bytes.fromhex(payload.pop("key"))
     for rel, b64 in payload.get("files", {}).items():
         dest = os.path.normpath(os.path.join(work, rel))
         if not dest.startswith(work + os.sep):
@@ -243,39 +351,21 @@ def main():
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest, "wb") as fh:
             fh.write(base64.b64decode(b64))
-    guard_file = os.path.join(home, ".onelab-guard.py")
-    with open(guard_file, "w") as fh:
-        fh.write(payload.get("guard", ""))
     verify = set(payload.get("verify", []))
     cells = payload["notebook"]["cells"]
     for cell in cells:
         cell["outputs"], cell["execution_count"] = [], None
     outputs = Outputs(int(payload.get("max_output_bytes", 1_000_000)))
     cell_timeout = int(payload.get("cell_timeout", 30))
-    started = time.monotonic()
     deadline = started + int(payload.get("notebook_timeout", 300))
-    att = Attestations()
     executed, verdicts = set(), {}
-    status, reason = "ok", ""
-
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name=payload.get("kernel", "python3"))
-    marks = [("start", 0.0)]
-
-    def mark(label):
-        marks.append((label, round(time.monotonic() - started, 3)))
+    mark("payload read")
 
     try:
-        km.start_kernel(
-            extra_arguments=["--HistoryManager.hist_file=:memory:",
-                             f"--IPKernelApp.exec_files=['{guard_file}']"],
-            cwd=work, env=dict(os.environ, ONELAB_GUARD_FDS="%d,%d" % att.kernel_fds()),
-            pass_fds=att.kernel_fds())
-        att.after_kernel_start()
+        if km is None:
+            raise RuntimeError(reason)
         kc = km.client()
         kc.start_channels()
-        mark("kernel started")
         kc.wait_for_ready(timeout=60)
         mark("kernel ready")
         for i, cell in enumerate(cells):
@@ -300,20 +390,20 @@ def main():
                 att.drain()
                 earlier = [r for r in att.records[:start] if r[4]]
                 verdicts[i] = verdict(earlier + att.records[start:], cell["source"])
-                mark(f"verified {i}")
-    except Exception as e:  # a kernel that never started, a broken notebook: say so
+    except Exception as e:  # a kernel that never answered, a broken notebook: say so
         status, reason = "error", f"{type(e).__name__}: {str(e)[:500]}"
     finally:
         try:
-            km.shutdown_kernel(now=True)
+            if km is not None:
+                km.shutdown_kernel(now=True)
         except Exception:
             pass
+    mark("kernel stopped")
     out_cells = [{"outputs": c["outputs"], "execution_count": c["execution_count"],
                   "executed": i in executed,
                   "verified": verdicts.get(i, (False, ""))[0],
                   "why": verdicts.get(i, (False, "this test cell never ran"))[1]}
                  for i, c in enumerate(cells)]
-    mark("kernel stopped")
     result = json.dumps({"status": status, "reason": reason, "cells": out_cells, "marks": marks,
                          "seconds": round(time.monotonic() - started, 3)})
     mac = hmac.new(key, result.encode(), hashlib.sha256).hexdigest()

@@ -136,12 +136,14 @@ class SandboxedExecute(NbGraderPreprocessor):
     cell_timeout = Integer(60).tag(config=True)
     notebook_timeout = Integer(600).tag(config=True)
     max_output_bytes = Integer(2_000_000).tag(config=True)
+    gpus = Unicode("none", help="Docker's --gpus for the container: none, all, N, device=0,1"
+                   ).tag(config=True)
     report_dir = Unicode("", help="Where to write one JSON report per notebook.").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
                                 self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
-                                self.cpuset)
+                                self.cpuset, self.gpus)
         path = Path(resources.get("metadata", {}).get("path") or ".")
         files = sandbox.submission_files(
             path, skip={p.name for p in path.glob("*.ipynb")}) if path.is_dir() else {}
@@ -151,7 +153,13 @@ class SandboxedExecute(NbGraderPreprocessor):
             if cell.get("cell_type") == "code":
                 cell["outputs"] = []
         tests = [i for i, c in enumerate(nb.cells) if is_test_cell(c)]
-        run = sandbox.execute(payload, files, self.image, limits, kernel=kernel, verify=tests)
+        unreadable = (nb.metadata.get("onelab") or {}).get("unreadable")
+        if unreadable:  # a stand-in for a notebook nobody could read (graders.grade): not run
+            run = sandbox.Execution("error", f"the submitted notebook could not be read: "
+                                             f"{unreadable}")
+        else:
+            run = sandbox.execute(payload, files, self.image, limits, kernel=kernel,
+                                  verify=tests)
         merge(nb, run)
         if run.status != "ok":
             self.log.warning("Sandbox: %s (%s)", run.status, run.reason)

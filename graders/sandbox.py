@@ -37,6 +37,7 @@ class Limits:
     notebook_timeout: int = 600
     max_output_bytes: int = 2_000_000
     cpuset: str = ""  # e.g. "1": pin to a core (a hard CPU limit without quota throttling)
+    gpus: str = "none"  # Docker's --gpus: all, a count, device=0,1
 
 
 @dataclass
@@ -67,7 +68,12 @@ def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
     return out
 
 
-def docker_args(name: str, image: str, limits: Limits) -> list[str]:
+def gpus_arg(gpus: str) -> str:
+    """Docker CLI's --gpus value: `device=0,1` must reach it quoted, or the comma splits it."""
+    return f'"{gpus}"' if gpus.startswith("device=") else gpus
+
+
+def docker_args(name: str, image: str, limits: Limits, kernel: str = "python3") -> list[str]:
     return [
         "run", "-i", "--rm", "--name", name,
         "--label", f"{dockerdoor.ROLE_LABEL}=grader",
@@ -78,6 +84,7 @@ def docker_args(name: str, image: str, limits: Limits) -> list[str]:
         "--memory", limits.memory, "--memory-swap", limits.memory,
         "--cpus", str(limits.cpus),
         *(["--cpuset-cpus", limits.cpuset] if limits.cpuset else []),
+        *(["--gpus", gpus_arg(limits.gpus)] if limits.gpus != "none" else []),
         # numeric libraries size their thread pools by the machine, not by the limit
         "--env", f"OMP_NUM_THREADS={max(1, int(limits.cpus))}",
         "--env", f"MKL_NUM_THREADS={max(1, int(limits.cpus))}",
@@ -89,7 +96,7 @@ def docker_args(name: str, image: str, limits: Limits) -> list[str]:
         "--env", "PYTHONDONTWRITEBYTECODE=1", "--env", "TMPDIR=/scratch",
         "--workdir", "/scratch",
         "--entrypoint", "python",
-        image, "-c", RUNNER,
+        image, "-c", RUNNER, GUARD, kernel,
     ]
 
 
@@ -110,14 +117,14 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
     """Run the notebook; `verify` lists the test cells whose execution must be attested."""
     key = secrets.token_bytes(32)
     payload = json.dumps({
-        "key": key.hex(), "notebook": nb, "kernel": kernel,
+        "key": key.hex(), "notebook": nb,
         "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
         "cell_timeout": limits.cell_timeout, "notebook_timeout": limits.notebook_timeout,
-        "max_output_bytes": limits.max_output_bytes, "guard": GUARD, "verify": verify or [],
+        "max_output_bytes": limits.max_output_bytes, "verify": verify or [],
     }).encode()
     name = f"onelab-grade-{secrets.token_hex(6)}"
     started = time.monotonic()
-    run = dockerdoor.run_piped(docker_args(name, image, limits), name, payload,
+    run = dockerdoor.run_piped(docker_args(name, image, limits, kernel), name, payload,
                                timeout=limits.notebook_timeout + 60, max_output=MAX_REPLY)
     elapsed = time.monotonic() - started
     reply = _parse(run.stdout, key) if run.stdout else None

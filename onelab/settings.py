@@ -188,6 +188,42 @@ class ImageSettings(Section):
     cache_dir: Path = Field(Path("/var/cache/onelab"), description="Wheelhouses and bootstrap rootfs.")
 
 
+class GradingSettings(Section):
+    """Sandbox of `onelab grade` and of nbgrader's own autograde in a OneLab course."""
+
+    image: str | None = Field(None, description="Grading image; default: the learner image (a course spec may name another).")
+    workers: int | None = Field(None, ge=1, le=256, description="Submissions graded at once; default: the number of cores.")
+    memory: str = Field("1G", description="Memory per submission's container.")
+    cpus: float = Field(1.0, gt=0, le=256, description="CPUs per submission's container.")
+    pids: int = Field(128, ge=16, le=65536, description="Processes and threads per submission's container.")
+    scratch: str = Field("64M", description="Size of the writable /scratch tmpfs, the only writable place.")
+    cell_timeout: int = Field(60, ge=1, description="Seconds one cell may run before it is interrupted.")
+    notebook_timeout: int = Field(600, ge=1, description="Seconds one notebook may run in all.")
+    max_output_bytes: int = Field(2_000_000, ge=1000, description="Output kept per notebook; more is cut.")
+    gpus: str = Field(
+        "none", description="GPUs per grading container: none, all, a count such as 1, or "
+        "device=0,1 (Docker's --gpus).",
+    )
+
+    @field_validator("memory", "scratch", mode="before")
+    @classmethod
+    def _sizes(cls, v: str) -> str:
+        return _size(v)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: str) -> str:
+        return grading_gpus(v)
+
+
+def grading_gpus(value: object) -> str:
+    """none | all | N | device=I[,J...]: what Docker's --gpus takes, checked here, not by Docker."""
+    v = str(value).strip().lower()
+    if v in ("none", "all") or v.isdigit() or re.fullmatch(r"device=\d+(,\d+)*", v):
+        return v
+    raise ValueError("must be none, all, a number, or device=0[,1...]")
+
+
 class Settings(Section):
     state_dir: Path = Field(
         Path("/var/lib/onelab"), description="Hub database, secrets, logs and pid files."
@@ -197,6 +233,7 @@ class Settings(Section):
     spawner: SpawnerSettings = Field(default_factory=SpawnerSettings)
     culler: CullerSettings = Field(default_factory=CullerSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    grading: GradingSettings = Field(default_factory=GradingSettings)
 
     @property
     def db_url(self) -> str:

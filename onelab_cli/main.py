@@ -164,12 +164,13 @@ def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
     from images.table import learner_image
     from onelab import dockerdoor
 
-    image = a.image or learner_image(s)
+    image = a.image or s.grading.image or learner_image(s)
     dockerdoor.require_image(image, "grading image")
-    opts = Options(image=image, memory=a.memory, cell_timeout=a.cell_timeout,
-                   notebook_timeout=a.notebook_timeout)
+    opts = Options.from_settings(s.grading, image, memory=a.memory, cell_timeout=a.cell_timeout,
+                                 notebook_timeout=a.notebook_timeout, gpus=a.gpus)
     outcomes = grade(Path(a.course_dir), a.assignment, opts, students=a.student or None,
-                     workers=a.workers, force=a.force, echo=_echo, progress=sys.stderr.isatty())
+                     workers=a.workers or s.grading.workers, force=a.force, echo=_echo,
+                     progress=sys.stderr.isatty())
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -189,6 +190,21 @@ def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
 
     bench_spawn(s, users=a.users, echo=_echo, keep=a.keep)
     return 0
+
+
+def _checked(field: str) -> Callable[[str], str]:
+    """An argparse type that checks a value as settings.grading.<field> would."""
+    from pydantic import ValidationError
+
+    from onelab.settings import GradingSettings
+
+    def check(value: str) -> str:
+        try:
+            return str(getattr(GradingSettings(**{field: value}), field))
+        except ValidationError as e:
+            raise argparse.ArgumentTypeError(e.errors()[0]["msg"].removeprefix("Value error, "))
+    check.__name__ = field
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--workers", type=int, help="parallel submissions (default: cores)")
     gr.add_argument("--image", help="course image (default: the learner image)")
     gr.add_argument("--force", action="store_true", help="regrade submissions graded already")
-    gr.add_argument("--memory", default="1g", help="memory per submission (default 1g)")
-    gr.add_argument("--cell-timeout", type=int, default=60, help="seconds per cell")
-    gr.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook")
+    gr.add_argument("--memory", type=_checked("memory"),
+                    help="memory per submission (default: grading.memory, 1G)")
+    gr.add_argument("--cell-timeout", type=int, help="seconds per cell (default: grading.cell_timeout)")
+    gr.add_argument("--notebook-timeout", type=int,
+                    help="seconds per notebook (default: grading.notebook_timeout)")
+    gr.add_argument("--gpus", type=_checked("gpus"),
+                    help="GPUs per submission: none, all, N or device=0,1 (default: grading.gpus)")
 
     se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
     se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")

@@ -224,9 +224,14 @@ def test_at_least_15_hostile_submissions_are_contained(hostile_run, listener):
         6, 2, 0)
     # grading metadata in the submission never overrides the source's
     assert (got["tampered_metadata"].score, got["tampered_metadata"].max_score) == (0, 6)
-    # a malformed notebook fails alone, with a reason
-    assert got["malformed_json"].status == "failed"
-    assert got["malformed_json"].notes
+    # a malformed notebook is graded as blank, with the reason in its feedback; the file stays
+    assert (got["malformed_json"].status, got["malformed_json"].score) == ("graded", 0)
+    assert "not valid notebook JSON" in " ".join(got["malformed_json"].notes)
+    graded = (course / "autograded" / "malformed_json" / demo.ASSIGNMENT / "problem1.ipynb")
+    assert "not valid notebook JSON" in graded.read_text()
+    assert "could not be read" in outputs_text(course, "malformed_json")
+    assert (course / "submitted" / "malformed_json" / demo.ASSIGNMENT /
+            "problem1.ipynb").read_text() == '{"cells": [ this is not json'
     # nothing is left running
     assert dockerdoor.containers("grader") == []
     # no connection reached the host

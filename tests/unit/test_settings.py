@@ -48,6 +48,7 @@ def test_config_file_from_env_var(tmp_path: Path):
         ("auth:\n  kind: ldap\n", {}, r"bad setting auth.kind = 'ldap'.*'local' or 'oauth'"),
         ("hub: [1, 2\n", {}, r"onelab.yaml line \d+: not valid YAML"),
         ("- just\n- a list\n", {}, r"must be a mapping of settings"),
+        ("grading:\n  gpus: device=0,a\n", {}, r"bad setting grading.gpus = 'device=0,a'.*device=0"),
     ],
 )
 def test_bad_settings_give_one_line_naming_the_key(tmp_path, yaml_text, env, expected):

@@ -1,0 +1,47 @@
+"""Run nbgrader's own autograde in OneLab's sandbox: the formgrader's "autograde" button and
+`nbgrader autograde` then grade exactly as `onelab grade` does, one submission at a time.
+
+A course's ``nbgrader_config.py`` says::
+
+    from graders.hook import use_sandbox
+    use_sandbox(c)
+
+The image and limits come from the OneLab settings (``grading``), or from the arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def apply(config: Any, opts: Any) -> None:
+    """Swap nbgrader's Execute for the sandbox in Autograde, keep every other step its own."""
+    from dataclasses import asdict
+
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
+                                        DeduplicateIds, IgnorePattern, LimitOutput,
+                                        OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
+
+    from graders.preprocessor import RestoreSourceMetadata, SandboxedExecute
+
+    config.Autograde.sanitize_preprocessors = [
+        ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreSourceMetadata,
+        OverwriteCells, CheckCellMetadata]
+    config.Autograde.autograde_preprocessors = [
+        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    for k, v in asdict(opts).items():
+        setattr(config.SandboxedExecute, k, v)
+
+
+def use_sandbox(c: Any, image: str | None = None, **limits: Any) -> None:
+    """For a course's nbgrader_config.py: `c` is the config nbgrader is loading."""
+    from graders.grade import Options
+    from images.table import learner_image
+    from onelab.settings import load
+
+    s = load()
+    opts = Options.from_settings(s.grading, image or s.grading.image or learner_image(s),
+                                 **limits)
+    apply(c, opts)
