@@ -199,8 +199,11 @@ class ForkedKernel:
                 from ipykernel.kernelapp import IPKernelApp
 
                 app = IPKernelApp.instance()
+                # no debugger in a grading kernel: importing debugpy costs ~80 ms a kernel
+                sys.modules["debugpy"] = None
                 app.initialize(["-f", self.conn, "--HistoryManager.hist_file=:memory:",
                                 f"--IPKernelApp.exec_files=['{guard_file}']"])
+                del sys.modules["debugpy"]  # the notebook itself may still import it
                 app.start()
             finally:
                 os._exit(0)
@@ -247,6 +250,31 @@ class ManagedKernel:
         self.interrupt_kernel = self.km.interrupt_kernel
         self.shutdown_kernel = self.km.shutdown_kernel
         self.client = self.km.client
+
+
+def wait_for_ready(km, kc, timeout):
+    """Until the kernel answers kernel_info on shell and its iopub reaches us.
+
+    jupyter_client's wait_for_ready also waits for heartbeats (0.2 s naps) for a kernel it did
+    not start; here the kernel is our child, so being alive is a waitpid away."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg_id = kc.kernel_info()
+        try:
+            while True:
+                reply = kc.get_shell_msg(timeout=1)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+        except queue.Empty:
+            if not km.is_alive():
+                raise RuntimeError("the kernel died before it was ready")
+            continue
+        try:  # iopub subscribed? any message says so (ipykernel 7 greets a new subscriber)
+            kc.get_iopub_msg(timeout=0.2)
+            return
+        except queue.Empty:
+            continue
+    raise RuntimeError(f"the kernel did not answer within {timeout} s")
 
 
 def run_cell(km, kc, cell, index, outputs, cell_timeout, deadline):
@@ -365,8 +393,8 @@ def main():
         if km is None:
             raise RuntimeError(reason)
         kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+        kc.start_channels(hb=False)
+        wait_for_ready(km, kc, timeout=60)
         mark("kernel ready")
         for i, cell in enumerate(cells):
             if cell.get("cell_type") != "code" or "skip-execution" in (

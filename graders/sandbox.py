@@ -75,7 +75,7 @@ def gpus_arg(gpus: str) -> str:
 
 def docker_args(name: str, image: str, limits: Limits, kernel: str = "python3") -> list[str]:
     return [
-        "run", "-i", "--rm", "--name", name,
+        "run", "-i", "--rm", "--name", name, "--log-driver", "none",
         "--label", f"{dockerdoor.ROLE_LABEL}=grader",
         "--network", "none",
         "--read-only",

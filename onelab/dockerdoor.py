@@ -163,19 +163,28 @@ def run_piped(args: list[str], name: str, stdin: bytes, *, timeout: float,
     threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, drain_err)]
     for t in threads:
         t.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # waitpid blocks without polling; a timer kills the container past its time
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
         subprocess.run(["docker", "kill", name], capture_output=True, check=False)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    clean = False
+    try:
+        proc.wait()
+        clean = not expired.is_set() and proc.returncode is not None and proc.returncode < 125
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        if not clean:  # --rm removes a container that ended; anything else is removed here
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    timed_out = expired.is_set()
     for t in threads:
         t.join(timeout=10)
     return PipedRun(proc.returncode, bytes(out), err.decode("utf-8", "replace"), timed_out,

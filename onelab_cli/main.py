@@ -185,6 +185,35 @@ def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
+    from onelab.course import courses_dir, load_courses
+    from regress import report
+    from regress.runner import regress
+
+    courses = load_courses(Path(a.courses_dir) if a.courses_dir else None, a.course or None)
+    out = Path(a.out)
+    result = regress(courses, s, device=a.device, full=a.full, qa=not a.no_qa,
+                     workers=a.workers, out_dir=out, echo=_echo)
+    md = report.write(result, out)
+    problems = [p for e in result.entries for p in e.problems]
+    for p in problems:
+        _echo(f"FAILED: {p}")
+    _echo(f"regression {'passed' if result.passed else 'FAILED'}: {len(result.entries)} "
+          f"assignment(s) in {result.seconds:.0f} s; report {md}")
+    return 0 if result.passed else 1
+
+
+def cmd_course_list(s: Settings, a: argparse.Namespace) -> int:
+    from onelab.course import load_courses
+
+    for c in load_courses(Path(a.courses_dir) if a.courses_dir else None):
+        _echo(f"{c.id:<20} {c.title.ko} · {c.title.en}")
+        for x in c.assignments:
+            due = x.due.isoformat() if x.due else "no due date"
+            _echo(f"  {x.id:<28} {due:<26} {x.title.ko}")
+    return 0
+
+
 def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     from hub.bench import bench_spawn
 
@@ -263,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds per notebook (default: grading.notebook_timeout)")
     gr.add_argument("--gpus", type=_checked("gpus"),
                     help="GPUs per submission: none, all, N or device=0,1 (default: grading.gpus)")
+
+    rg = add(sub, "regress", cmd_regress,
+             "Run every course notebook with papermill in the course image; check metrics and "
+             "grading (solution full marks, released version zero).")
+    rg.add_argument("course", nargs="*", help="course ids (default: all in courses/)")
+    rg.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    rg.add_argument("--full", action="store_true", help="the full parameters (a classroom run)")
+    rg.add_argument("--out", default="regress-report", help="report folder (default: ./regress-report)")
+    rg.add_argument("--workers", type=int, help="notebooks at once (default: cores)")
+    rg.add_argument("--no-qa", action="store_true", help="skip the grading checks")
+    rg.add_argument("--courses-dir", help="where the courses are (default: the repository's courses/)")
+
+    course = sub.add_parser("course", help="Courses as code.").add_subparsers(dest="sub",
+                                                                             required=True)
+    cl = add(course, "list", cmd_course_list, "List the courses and their assignments.")
+    cl.add_argument("--courses-dir", help="default: the repository's courses/")
 
     se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
     se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")

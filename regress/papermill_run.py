@@ -1,0 +1,161 @@
+"""Run one source notebook with papermill inside a container of the course image.
+
+The notebook is the instructor's, but it still runs like learner code: no network, a read-only
+root, a non-root user, resource limits; only a scratch copy of its assignment folder is mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from onelab import dockerdoor
+from graders.sandbox import gpus_arg
+
+METRICS_TAG = "metrics"
+
+
+@dataclass
+class Run:
+    """What one papermill run gave: metrics, time, and what went wrong (if anything)."""
+
+    notebook: str  # course/assignment/file.ipynb
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    slowest: list[tuple[int, float]] = field(default_factory=list)  # (cell, seconds)
+    metrics_cell: int | None = None  # number of the cell tagged `metrics`
+    output: Path | None = None
+
+
+def papermill_args(name: str, image: str, work: Path, nb: str, params: dict[str, Any],
+                   *, memory: str, cpus: float, gpus: str, timeout: int) -> list[str]:
+    return [
+        "run", "-i", "--rm", "--name", name, "--log-driver", "none",
+        "--label", f"{dockerdoor.ROLE_LABEL}=regress",
+        "--network", "none", "--read-only",
+        "--tmpfs", "/scratch:size=512m,uid=1000,gid=1000,mode=700",
+        "--memory", memory, "--memory-swap", memory, "--cpus", str(cpus),
+        "--pids-limit", "512",
+        *(["--gpus", gpus_arg(gpus)] if gpus != "none" else []),
+        "--env", f"OMP_NUM_THREADS={max(1, int(cpus))}",
+        "--user", "1000:1000", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--env", "HOME=/scratch", "--env", "MPLCONFIGDIR=/scratch/.mpl",
+        "--env", "IPYTHONDIR=/scratch/.ipython", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.rt",
+        "--env", "TMPDIR=/scratch", "--env", "PYTHONDONTWRITEBYTECODE=1",
+        "--volume", f"{work}:/work", "--workdir", "/work",
+        "--entrypoint", "papermill",
+        image, nb, f".out-{nb}", "--kernel", "python3", "--cwd", "/work",
+        "--execution-timeout", str(timeout), "--parameters_yaml", json.dumps(params),
+        "--no-progress-bar", "--no-log-output",
+    ]
+
+
+def run_notebook(label: str, source: Path, image: str, params: dict[str, Any], *,
+                 timeout: int, memory: str = "4G", cpus: float = 1.0, gpus: str = "none",
+                 keep: Path | None = None) -> Run:
+    """Execute `source` (in a copy of its folder) with `params`; say what went wrong, where."""
+    run = Run(label)
+    with tempfile.TemporaryDirectory(prefix="onelab-regress-") as tmp:
+        work = Path(tmp) / "work"
+        shutil.copytree(source.parent, work, ignore=shutil.ignore_patterns(".*"))
+        os.chown(work, 1000, 1000) if os.geteuid() == 0 else os.chmod(work, 0o777)
+        name = f"onelab-regress-{secrets.token_hex(5)}"
+        started = time.monotonic()
+        res = dockerdoor.run_piped(
+            papermill_args(name, image, work, source.name, params, memory=memory, cpus=cpus,
+                           gpus=gpus, timeout=timeout),
+            name, b"", timeout=timeout + 120, max_output=1_000_000)
+        run.seconds = time.monotonic() - started
+        out = work / f".out-{source.name}"
+        nb = None
+        if out.exists():
+            try:
+                nb = nbformat.read(str(out), as_version=4)
+            except Exception:  # noqa: BLE001 - a half-written output says nothing useful
+                nb = None
+        if nb is not None:
+            run.problems += cell_errors(label, nb)
+            run.metrics, run.metrics_cell = metrics(nb)
+            run.slowest = slowest(nb)
+            if keep is not None:
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, keep)
+                run.output = keep
+        if res.timed_out:
+            run.problems.append(f"{label}: ran past its time limit of {timeout} s")
+        elif res.oom_killed:
+            run.problems.append(f"{label}: went over its memory limit ({memory})")
+        elif res.exit_code != 0 and not run.problems:
+            tail = " ".join(res.stderr.strip().splitlines()[-3:])[:400]
+            run.problems.append(f"{label}: papermill failed (exit {res.exit_code}): {tail}")
+    return run
+
+
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+def cell_errors(label: str, nb: nbformat.NotebookNode) -> list[str]:
+    """Each cell that raised: notebook, cell number as in the source notebook (1-based; the
+    cells papermill adds are not counted), its first line, and the error."""
+    out = []
+    number = 0
+    for cell in nb.cells:
+        if PAPERMILL_TAGS & set(cell.get("metadata", {}).get("tags") or []):
+            continue
+        number += 1
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if o.get("output_type") == "error":
+                line = _first_line(cell.source)
+                out.append(f"{label} cell {number} ({line}): {o.get('ename')}: "
+                           f"{str(o.get('evalue', ''))[:300]}")
+                break
+    return out
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()[:60]
+    return "empty cell"
+
+
+def metrics(nb: nbformat.NotebookNode) -> tuple[dict[str, float], int | None]:
+    """The numbers the cells tagged `metrics` display as JSON, and the (last) such cell's
+    number as in the source notebook."""
+    found: dict[str, float] = {}
+    where = None
+    cells = [c for c in nb.cells
+             if not PAPERMILL_TAGS & set(c.get("metadata", {}).get("tags") or [])]
+    for number, cell in enumerate(cells, start=1):
+        if METRICS_TAG not in (cell.get("metadata", {}).get("tags") or []):
+            continue
+        where = number
+        for o in cell.get("outputs", []):
+            data = o.get("data", {}).get("application/json")
+            if isinstance(data, str):
+                try:
+                    data = json.loads(data)
+                except ValueError:
+                    continue
+            if isinstance(data, dict):
+                found.update({str(k): float(v) for k, v in data.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return found, where
+
+
+def slowest(nb: nbformat.NotebookNode, n: int = 3) -> list[tuple[int, float]]:
+    cells = [c for c in nb.cells
+             if not PAPERMILL_TAGS & set(c.get("metadata", {}).get("tags") or [])]
+    times = [(i, float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0))
+             for i, c in enumerate(cells, start=1) if c.cell_type == "code"]
+    return sorted(times, key=lambda t: -t[1])[:n]

@@ -1,0 +1,116 @@
+"""`onelab regress`: run every course notebook, check its metrics and its grading; report."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graders.grade import Options
+from onelab.course import Course
+from onelab.settings import Settings
+from regress.papermill_run import Run, run_notebook
+from regress.qa import QA, check_assignment
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Entry:
+    """One assignment's verdict: its notebooks' runs and its grading QA."""
+
+    course: str
+    assignment: str
+    runs: list[Run] = field(default_factory=list)
+    qa: QA | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Regression:
+    device: str
+    full: bool
+    image: dict[str, str]
+    entries: list[Entry]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.entries)
+
+
+def course_image(course: Course, settings: Settings, device: str) -> str:
+    from images.table import learner_image, tag
+
+    if course.image != "learner":
+        return course.image
+    if device == "cuda":
+        return settings.spawner.image or tag("learner-gpu", settings)
+    return learner_image(settings)
+
+
+def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
+            full: bool = False, qa: bool = True, workers: int | None = None,
+            out_dir: Path | None = None, echo: Echo = print) -> Regression:
+    from onelab import dockerdoor
+
+    started = time.monotonic()
+    workers = max(1, workers or os.cpu_count() or 1)
+    gpus = "all" if device == "cuda" else "none"
+    images = {c.id: course_image(c, settings, device) for c in courses}
+    for img in sorted(set(images.values())):
+        dockerdoor.require_image(img, "course image")
+    entries = [Entry(c.id, a.id) for c in courses for a in c.assignments]
+    by_key = {(e.course, e.assignment): e for e in entries}
+    jobs = []
+    for c in courses:
+        for a in c.assignments:
+            params = {**a.regress.parameters, **(a.regress.full if full else {}),
+                      "DEVICE": device}
+            for nb in c.notebooks(a.id):
+                jobs.append((c, a, nb, params))
+    echo(f"regress: {len(jobs)} notebook(s) in {len(courses)} course(s), device {device}"
+         f"{', full run' if full else ', small run'}, {workers} at once")
+
+    def one(job: tuple) -> tuple[tuple[str, str], Run]:
+        c, a, nb, params = job
+        label = f"{c.id}/{a.id}/{nb.name}"
+        keep = out_dir / "notebooks" / c.id / a.id / nb.name if out_dir else None
+        run = run_notebook(label, nb, images[c.id], params, timeout=a.regress.timeout,
+                           gpus=gpus, keep=keep)
+        if not run.problems:  # after an error, missing metrics would only repeat it
+            cell = (f"cell {run.metrics_cell} (the `metrics` cell)" if run.metrics_cell
+                    else "no cell tagged `metrics`")
+            run.problems += [f"{label} {cell}: {p}" for p in a.regress.check(run.metrics)]
+        verdict = "ok" if not run.problems else "FAILED"
+        echo(f"  {verdict:<6} {label}  {run.seconds:.1f} s  "
+             + " ".join(f"{k}={v:.4g}" for k, v in sorted(run.metrics.items())))
+        return (c.id, a.id), run
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for key, run in pool.map(one, jobs):
+            by_key[key].runs.append(run)
+            by_key[key].problems += run.problems
+    if qa:
+        echo("assignment QA: solution must earn full marks, the released version zero")
+        for c in courses:
+            for a in c.assignments:
+                opts = Options.from_settings(
+                    settings.grading, images[c.id], memory="4G", gpus=gpus,
+                    cell_timeout=a.regress.timeout, notebook_timeout=a.regress.timeout * 2)
+                result = check_assignment(c, a.id, images[c.id], opts, workers=workers)
+                e = by_key[(c.id, a.id)]
+                e.qa = result
+                e.problems += result.problems
+                sol = f"{result.solution[0]:g}/{result.solution[1]:g}" if result.solution else "-"
+                rel = f"{result.released[0]:g}/{result.released[1]:g}" if result.released else "-"
+                echo(f"  {'ok' if not result.problems else 'FAILED':<6} {c.id}/{a.id}  "
+                     f"solution {sol}, released {rel}  {result.seconds:.1f} s")
+    return Regression(device, full, images, entries, time.monotonic() - started)
