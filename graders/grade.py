@@ -36,6 +36,7 @@ class Options:
     notebook_timeout: int = 600
     max_output_bytes: int = 2_000_000
     gpus: str = "none"
+    run: str = ""  # set by grade(): labels this run's containers
 
     @classmethod
     def from_settings(cls, grading: Any, image: str, **overrides: Any) -> Options:
@@ -109,7 +110,7 @@ _RETRYABLE = ("database is locked", "UNIQUE constraint failed")
 
 
 def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
-              log_dir: str) -> dict[str, Any]:
+              log_dir: str, more: bool = False) -> dict[str, Any]:
     """Worker: nbgrader's Autograde for one student, execution sandboxed. Runs in a child."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -120,6 +121,8 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     config = nbgrader_config(course, opts_cfg)
     reports = Path(log_dir) / "reports"
     config.SandboxedExecute.report_dir = str(reports)
+    # more submissions coming to this worker: boot the next container while this one runs
+    config.SandboxedExecute.prestart = more
     if _SLOT is not None and opts.cpus <= 1:
         # each worker gets its own core: a hard CPU limit that never throttles mid-burst
         config.SandboxedExecute.cpuset = str(_SLOT % (os.cpu_count() or 1))
@@ -277,11 +280,15 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
     import nbgrader.apps  # noqa: F401
     import nbgrader.preprocessors  # noqa: F401
 
+    import secrets
+
+    opts = Options(**{**asdict(opts), "run": secrets.token_hex(6)})
     ctx = get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(ctx.Value("i", 0),)) as pool:
-        futures = {pool.submit(grade_one, str(course_dir), assignment, s, opts, str(log_dir)): s
-                   for s in todo}
+        futures = {pool.submit(grade_one, str(course_dir), assignment, s, opts, str(log_dir),
+                               i + workers < len(todo)): s
+                   for i, s in enumerate(todo)}
         with _Progress(len(todo), progress) as bar:
             for fut in as_completed(futures):
                 s = futures[fut]
@@ -292,6 +299,7 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
                 except Exception as e:  # noqa: BLE001 - one submission never stops the others
                     outcomes[s] = Outcome(s, "failed", notes=[f"{type(e).__name__}: {e}"])
                 bar.advance(s)
+    _wait_for_containers(opts.run)
     final = scores(course_dir, assignment)
     for s, o in outcomes.items():
         if s in final:
@@ -299,6 +307,20 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
     result = [outcomes[s] for s in sorted(outcomes)]
     _summary(result, time.monotonic() - t0, echo)
     return result
+
+
+def _wait_for_containers(run: str, patience: float = 20.0) -> None:
+    """A worker's spare container ends by itself once the worker is gone; wait for that, and
+    remove any that does not, so a finished run leaves nothing behind."""
+    from onelab import dockerdoor
+    from graders.sandbox import RUN_LABEL
+
+    until = time.monotonic() + patience
+    while dockerdoor.containers("grader", **{RUN_LABEL: run}):
+        if time.monotonic() > until:
+            dockerdoor.remove_containers("grader", **{RUN_LABEL: run})
+            break
+        time.sleep(0.2)
 
 
 def _prepare_gradebook(course_dir: Path, assignment: str) -> None:

@@ -368,9 +368,25 @@ def main():
         status, reason = "error", f"the kernel did not start: {type(e).__name__}: {e}"
     att.after_kernel_start()
     mark("kernel started")
+    kc = None
+    if km is not None:
+        try:  # ready before any input: a container started ahead waits here, kernel warm
+            kc = km.client()
+            kc.start_channels(hb=False)
+            wait_for_ready(km, kc, timeout=60)
+            mark("kernel ready")
+        except Exception as e:  # reported below, once the payload (and its key) is read
+            status, reason = "error", f"the kernel did not start: {type(e).__name__}: {e}"
+            kc = None
 
     # Only now, with the kernel forked, does the payload (and the reply key) enter memory.
-    payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    raw = sys.stdin.buffer.read()
+    if not raw.strip():  # a spare container nobody needed: end quietly
+        if km is not None:
+            km.shutdown_kernel(now=True)
+        os._exit(0)
+    payload = json.loads(raw.decode("utf-8"))
+    begun = time.monotonic()  # the time limits count from here
     key = bytes.fromhex(payload.pop("key"))
     for rel, b64 in payload.get("files", {}).items():
         dest = os.path.normpath(os.path.join(work, rel))
@@ -385,17 +401,13 @@ def main():
         cell["outputs"], cell["execution_count"] = [], None
     outputs = Outputs(int(payload.get("max_output_bytes", 1_000_000)))
     cell_timeout = int(payload.get("cell_timeout", 30))
-    deadline = started + int(payload.get("notebook_timeout", 300))
+    deadline = begun + int(payload.get("notebook_timeout", 300))
     executed, verdicts = set(), {}
     mark("payload read")
 
     try:
-        if km is None:
-            raise RuntimeError(reason)
-        kc = km.client()
-        kc.start_channels(hb=False)
-        wait_for_ready(km, kc, timeout=60)
-        mark("kernel ready")
+        if kc is None:
+            raise RuntimeError(reason or "the kernel did not start")
         for i, cell in enumerate(cells):
             if cell.get("cell_type") != "code" or "skip-execution" in (
                     cell.get("metadata", {}).get("tags") or []):

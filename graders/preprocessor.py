@@ -17,7 +17,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
 from graders import sandbox
 
@@ -138,12 +138,15 @@ class SandboxedExecute(NbGraderPreprocessor):
     max_output_bytes = Integer(2_000_000).tag(config=True)
     gpus = Unicode("none", help="Docker's --gpus for the container: none, all, N, device=0,1"
                    ).tag(config=True)
+    run = Unicode("", help="Label of the grading run (to wait for its containers).").tag(config=True)
+    prestart = Bool(False, help="Start the next submission's container while this one runs."
+                    ).tag(config=True)
     report_dir = Unicode("", help="Where to write one JSON report per notebook.").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
                                 self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
-                                self.cpuset, self.gpus)
+                                self.cpuset, self.gpus, self.run)
         path = Path(resources.get("metadata", {}).get("path") or ".")
         files = sandbox.submission_files(
             path, skip={p.name for p in path.glob("*.ipynb")}) if path.is_dir() else {}
@@ -159,7 +162,7 @@ class SandboxedExecute(NbGraderPreprocessor):
                                              f"{unreadable}")
         else:
             run = sandbox.execute(payload, files, self.image, limits, kernel=kernel,
-                                  verify=tests)
+                                  verify=tests, prestart=self.prestart)
         merge(nb, run)
         if run.status != "ok":
             self.log.warning("Sandbox: %s (%s)", run.status, run.reason)

@@ -25,6 +25,7 @@ GUARD = (Path(__file__).parent / "guard.py").read_text()
 MAX_REPLY = 64 * 1024 * 1024  # bytes read back at most; outputs are cut well before inside
 MAX_FILES = 32 * 1024 * 1024  # a submission's other files, in all
 GRADER_UID = "1000:1000"
+RUN_LABEL = "onelab.grade-run"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Limits:
     max_output_bytes: int = 2_000_000
     cpuset: str = ""  # e.g. "1": pin to a core (a hard CPU limit without quota throttling)
     gpus: str = "none"  # Docker's --gpus: all, a count, device=0,1
+    run: str = ""  # label of the grading run the container belongs to
 
 
 @dataclass
@@ -77,6 +79,7 @@ def docker_args(name: str, image: str, limits: Limits, kernel: str = "python3") 
     return [
         "run", "-i", "--rm", "--name", name, "--log-driver", "none",
         "--label", f"{dockerdoor.ROLE_LABEL}=grader",
+        *(["--label", f"{RUN_LABEL}={limits.run}"] if limits.run else []),
         "--network", "none",
         "--read-only",
         "--tmpfs", f"/scratch:size={limits.scratch},uid=1000,gid=1000,mode=700",
@@ -112,9 +115,23 @@ def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:
     return json.loads(result)
 
 
+_SPARE: dict[tuple[str, Limits, str], dockerdoor.PipedContainer] = {}
+
+
+def _start(image: str, limits: Limits, kernel: str) -> dockerdoor.PipedContainer:
+    name = f"onelab-grade-{secrets.token_hex(6)}"
+    return dockerdoor.PipedContainer(docker_args(name, image, limits, kernel), name,
+                                     max_output=MAX_REPLY)
+
+
 def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Limits,
-            kernel: str = "python3", verify: list[int] | None = None) -> Execution:
-    """Run the notebook; `verify` lists the test cells whose execution must be attested."""
+            kernel: str = "python3", verify: list[int] | None = None,
+            prestart: bool = False) -> Execution:
+    """Run the notebook; `verify` lists the test cells whose execution must be attested.
+
+    With `prestart`, the container for this process's next notebook starts now and boots (its
+    kernel ready, no submission in it) while this one runs: a fresh container per submission,
+    without waiting for one. A spare left over ends by itself when this process does."""
     key = secrets.token_bytes(32)
     payload = json.dumps({
         "key": key.hex(), "notebook": nb,
@@ -122,10 +139,14 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
         "cell_timeout": limits.cell_timeout, "notebook_timeout": limits.notebook_timeout,
         "max_output_bytes": limits.max_output_bytes, "verify": verify or [],
     }).encode()
-    name = f"onelab-grade-{secrets.token_hex(6)}"
     started = time.monotonic()
-    run = dockerdoor.run_piped(docker_args(name, image, limits, kernel), name, payload,
-                               timeout=limits.notebook_timeout + 60, max_output=MAX_REPLY)
+    spec = (image, limits, kernel)
+    box = _SPARE.pop(spec, None) or _start(*spec)
+    for other in list(_SPARE):  # a spare for other limits will not be used
+        _SPARE.pop(other).abandon()
+    if prestart:
+        _SPARE[spec] = _start(*spec)
+    run = box.finish(payload, timeout=limits.notebook_timeout + 60)
     elapsed = time.monotonic() - started
     reply = _parse(run.stdout, key) if run.stdout else None
     if reply is not None:
@@ -141,3 +162,9 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
         reason = (f"the grading container ended without a result (exit {run.exit_code}): the "
                   "notebook may have killed its grader")
     return Execution("crashed", reason, [], elapsed, run.stderr)
+
+
+def drop_spares() -> None:
+    """Let any spare container go (it ends by itself once its input closes)."""
+    while _SPARE:
+        _SPARE.popitem()[1].abandon()

@@ -126,66 +126,95 @@ class PipedRun:
     oom_killed: bool = False
 
 
-def run_piped(args: list[str], name: str, stdin: bytes, *, timeout: float,
-              max_output: int) -> PipedRun:
-    """`docker <args>` (a `run -i --name NAME ...`) with `stdin` piped in and stdout read back,
-    at most `max_output` bytes of it. Past `timeout` the container is killed. Whatever happens,
-    the container named `name` is gone when this returns."""
-    proc = subprocess.Popen(["docker", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    out = bytearray()
-    err = bytearray()
-    truncated = False
+class PipedContainer:
+    """`docker <args>` (a `run -i --rm --name NAME ...`) started now, fed later.
 
-    def feed() -> None:
+    Starting is split from feeding so a container can boot (and its program get ready) while
+    the previous one still works; it reads nothing until `finish` pipes its input in. One left
+    unfed is `abandon`ed: its stdin closes, its program sees no input and ends, --rm removes it.
+    """
+
+    def __init__(self, args: list[str], name: str, *, max_output: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(["docker", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.out, self.err = bytearray(), bytearray()
+        self.truncated = False
+        self.max_output = max_output
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self._drain, self._drain_err)]
+        for t in self.threads:
+            t.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(65536):
+            if len(self.out) + len(chunk) > self.max_output:
+                self.truncated = True
+                continue  # keep reading so the container is never blocked on a full pipe
+            self.out.extend(chunk)
+
+    def _drain_err(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := self.proc.stderr.read(65536):
+            if len(self.err) < 65536:
+                self.err.extend(chunk[: 65536 - len(self.err)])
+
+    def abandon(self) -> None:
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
             pass
 
-    def drain() -> None:
-        nonlocal truncated
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(65536):
-            if len(out) + len(chunk) > max_output:
-                truncated = True
-                continue  # keep reading so the container is never blocked on a full pipe
-            out.extend(chunk)
+    def finish(self, stdin: bytes, *, timeout: float) -> PipedRun:
+        """Pipe `stdin` in, wait at most `timeout` seconds (then kill), read stdout back.
+        Whatever happens, the container is gone when this returns."""
+        proc = self.proc
 
-    def drain_err() -> None:
-        assert proc.stderr is not None
-        while chunk := proc.stderr.read(65536):
-            if len(err) < 65536:
-                err.extend(chunk[: 65536 - len(err)])
+        def feed() -> None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, drain_err)]
-    for t in threads:
-        t.start()
-    # waitpid blocks without polling; a timer kills the container past its time
-    expired = threading.Event()
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        # waitpid blocks without polling; a timer kills the container past its time
+        expired = threading.Event()
 
-    def expire() -> None:
-        expired.set()
-        subprocess.run(["docker", "kill", name], capture_output=True, check=False)
+        def expire() -> None:
+            expired.set()
+            subprocess.run(["docker", "kill", self.name], capture_output=True, check=False)
 
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
-    clean = False
-    try:
-        proc.wait()
-        clean = not expired.is_set() and proc.returncode is not None and proc.returncode < 125
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        clean = False
+        try:
             proc.wait()
-        if not clean:  # --rm removes a container that ended; anything else is removed here
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    timed_out = expired.is_set()
-    for t in threads:
-        t.join(timeout=10)
-    return PipedRun(proc.returncode, bytes(out), err.decode("utf-8", "replace"), timed_out,
-                    truncated, oom_killed=proc.returncode == 137 and not timed_out)
+            clean = not expired.is_set() and proc.returncode is not None and proc.returncode < 125
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if not clean:  # --rm removes a container that ended; anything else is removed here
+                subprocess.run(["docker", "rm", "-f", self.name], capture_output=True,
+                               check=False)
+        for t in (*self.threads, feeder):
+            t.join(timeout=10)
+        timed_out = expired.is_set()
+        return PipedRun(proc.returncode, bytes(self.out), self.err.decode("utf-8", "replace"),
+                        timed_out, self.truncated,
+                        oom_killed=proc.returncode == 137 and not timed_out)
+
+
+def run_piped(args: list[str], name: str, stdin: bytes, *, timeout: float,
+              max_output: int) -> PipedRun:
+    """`docker <args>` (a `run -i --rm --name NAME ...`) with `stdin` piped in and stdout read
+    back, at most `max_output` bytes of it. Past `timeout` the container is killed. Whatever
+    happens, the container named `name` is gone when this returns."""
+    return PipedContainer(args, name, max_output=max_output).finish(stdin, timeout=timeout)
