@@ -121,6 +121,11 @@ HOSTILE = [
     ("neutralise_run_cell", WRONG,
      "import IPython\nIPython.core.interactiveshell.InteractiveShell.run_cell = "
      "lambda self, *a, **k: None", 0),
+    ("event_callbacks", WRONG,
+     "def _skip(info):\n    if 'assert' in info.raw_cell:\n        raise KeyboardInterrupt\n"
+     "def _clear(result):\n    result.error_in_exec = None\n"
+     "get_ipython().events.register('pre_run_cell', _skip)\n"
+     "get_ipython().events.register('post_run_cell', _clear)", 0),
     ("exit_hook", WRONG, "import atexit\natexit.register(print, 'bye')\nexit()", 0),
 ]
 
