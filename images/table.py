@@ -72,3 +72,12 @@ def learner_image(settings: Settings) -> str:
     if settings.spawner.image:
         return settings.spawner.image
     return tag("learner-gpu" if settings.uses_gpu else "learner", settings)
+
+
+def course_image(spec_image: str, settings: Settings, gpu: bool = False) -> str:
+    """The image a course runs in: its spec's `image` (`learner` means the learner image)."""
+    if spec_image != "learner":
+        return spec_image
+    if gpu:
+        return settings.spawner.image or tag("learner-gpu", settings)
+    return learner_image(settings)

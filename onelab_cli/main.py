@@ -164,7 +164,7 @@ def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
     from images.table import learner_image
     from onelab import dockerdoor
 
-    image = a.image or s.grading.image or learner_image(s)
+    image = a.image or _spec_image(Path(a.course_dir), s) or s.grading.image or learner_image(s)
     dockerdoor.require_image(image, "grading image")
     opts = Options.from_settings(s.grading, image, memory=a.memory, cell_timeout=a.cell_timeout,
                                  notebook_timeout=a.notebook_timeout, gpus=a.gpus)
@@ -172,6 +172,21 @@ def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
                      workers=a.workers or s.grading.workers, force=a.force, echo=_echo,
                      progress=sys.stderr.isatty())
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _spec_image(course_dir: Path, s: Settings) -> str | None:
+    """The image a course's spec names, for an nbgrader course directory whose course_id is a
+    course in courses/ (None when there is no such course or it uses the learner image)."""
+    from graders.grade import nbgrader_config
+    from images.table import course_image
+    from onelab.course import courses_dir, load_course
+
+    course_id = nbgrader_config(course_dir).CourseDirectory.get("course_id")
+    spec = courses_dir() / str(course_id) / "course.yml"
+    if not course_id or not spec.exists():
+        return None
+    course = load_course(spec)
+    return course_image(course.image, s) if course.image != "learner" else None
 
 
 def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:

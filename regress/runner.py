@@ -46,16 +46,6 @@ class Regression:
         return all(e.passed for e in self.entries)
 
 
-def course_image(course: Course, settings: Settings, device: str) -> str:
-    from images.table import learner_image, tag
-
-    if course.image != "learner":
-        return course.image
-    if device == "cuda":
-        return settings.spawner.image or tag("learner-gpu", settings)
-    return learner_image(settings)
-
-
 def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
             full: bool = False, qa: bool = True, workers: int | None = None,
             out_dir: Path | None = None, echo: Echo = print) -> Regression:
@@ -64,7 +54,9 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
     started = time.monotonic()
     workers = max(1, workers or os.cpu_count() or 1)
     gpus = "all" if device == "cuda" else "none"
-    images = {c.id: course_image(c, settings, device) for c in courses}
+    from images.table import course_image
+
+    images = {c.id: course_image(c.image, settings, gpu=device == "cuda") for c in courses}
     for img in sorted(set(images.values())):
         dockerdoor.require_image(img, "course image")
     entries = [Entry(c.id, a.id) for c in courses for a in c.assignments]

@@ -74,3 +74,21 @@ def test_metadata_mistakes_are_reported_with_their_cell():
            "(also cell 5)" in problems
     assert "mini/01-line/line.ipynb cell 5 (grade_id 'test_slope'): graded cell without " \
            "positive points (points: None)" in problems
+
+
+def test_grading_uses_the_image_a_course_spec_names(tmp_path, monkeypatch):
+    import onelab.course
+    from onelab.settings import load
+    from onelab_cli.main import _spec_image
+
+    courses = minicourse.write(tmp_path / "courses")
+    spec = courses / minicourse.COURSE / "course.yml"
+    nbg = tmp_path / "nbgrader-course"
+    nbg.mkdir()
+    (nbg / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.course_id = {minicourse.COURSE!r}\n")
+    monkeypatch.setattr(onelab.course, "courses_dir", lambda: courses)
+    settings = load(path=None, environ={})
+    assert _spec_image(nbg, settings) is None  # `image: learner` (the default)
+    spec.write_text(spec.read_text() + "image: example/course-image:1\n", encoding="utf-8")
+    assert _spec_image(nbg, settings) == "example/course-image:1"
