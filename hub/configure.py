@@ -9,6 +9,7 @@ from __future__ import annotations
 from traitlets.config import Config
 
 from hub.auth import configure_auth
+from hub.courses import configure_courses
 from hub.services import configure_services
 from hub.spawner import configure_spawner
 from hub.state import ensure_state_dir, proxy_token
@@ -49,3 +50,4 @@ def configure(c: Config, settings: Settings) -> None:
     configure_auth(c, settings)
     configure_spawner(c, settings)
     configure_services(c, settings)
+    configure_courses(c, settings, gateway)

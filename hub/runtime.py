@@ -131,6 +131,10 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     """Start whatever is not running (proxy, hub) and wait until the hub answers."""
     preflight(settings)
     ensure_state_dir(settings.state_dir)
+    from hub.courses import course_specs
+
+    courses = course_specs(settings)  # a broken course.yml stops here, named, not in the hub
+    echo(f"onelab: {len(courses)} course(s): {', '.join(c.id for c in courses) or 'none'}")
     ensure_first_admin(settings, echo)
     gateway = dockerdoor.ensure_network(settings.spawner.network,
                                         internal=settings.spawner.network_internal)

@@ -51,6 +51,14 @@ class HubSettings(Section):
         8081, ge=1, le=65535,
         description="Port of the hub's API, bound on the learner network's gateway so containers reach it.",
     )
+    exchange_port: int = Field(
+        8082, ge=1, le=65535,
+        description="Port of the nbgrader exchange service, on the learner network's gateway.",
+    )
+    formgrader_port: int = Field(
+        8090, ge=1, le=65000,
+        description="First loopback port of the per-course formgrader services (one port each).",
+    )
     base_url: str = Field("/", description="URL prefix of the whole platform.")
     db_url: str | None = Field(
         None, description="SQLAlchemy URL of the hub database; default SQLite in state_dir. "
@@ -227,6 +235,10 @@ def grading_gpus(value: object) -> str:
 class Settings(Section):
     state_dir: Path = Field(
         Path("/var/lib/onelab"), description="Hub database, secrets, logs and pid files."
+    )
+    courses_dir: Path | None = Field(
+        None, description="Where the course specs are (courses/<id>/course.yml); default: "
+        "the repository's courses/.",
     )
     hub: HubSettings = Field(default_factory=HubSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

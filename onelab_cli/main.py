@@ -218,6 +218,61 @@ def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_course_sync(s: Settings, a: argparse.Namespace) -> int:
+    from hub.coursework import course_root, sync_course
+    from hub.courses import course_specs
+
+    for c in course_specs(s):
+        sync_course(s, c)
+        _echo(f"{c.id:<20} {course_root(s, c.id)}  ({len(c.all_learners())} learner(s), "
+              f"{len(c.assignments)} assignment(s))")
+    _echo("groups and roles follow the specs when the hub (re)starts: `onelab down "
+          "--keep-servers && onelab up --detach` keeps learners' servers running")
+    return 0
+
+
+def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
+    from hub import coursework
+
+    if a.sub == "release":
+        path = coursework.release(s, a.course, a.assignment)
+        _echo(f"released {a.course}/{a.assignment}: learners can fetch it ({path})")
+    elif a.sub == "collect":
+        got = coursework.collect(s, a.course, a.assignment)
+        _echo(f"collected {len(got)} submission(s) of {a.course}/{a.assignment}: "
+              f"{', '.join(got) or 'none yet'}")
+    elif a.sub == "grade":
+        from graders.grade import Options, grade
+        from images.table import course_image
+
+        course = coursework.find_course(s, a.course)
+        image = course_image(course.image, s)
+        from onelab import dockerdoor
+
+        dockerdoor.require_image(image, "grading image")
+        outcomes = grade(coursework.course_root(s, a.course), a.assignment,
+                         Options.from_settings(s.grading, image), workers=s.grading.workers,
+                         force=a.force, echo=_echo, progress=sys.stderr.isatty())
+        return 1 if any(o.status == "failed" for o in outcomes) else 0
+    elif a.sub == "feedback":
+        sent = coursework.feedback(s, a.course, a.assignment)
+        _echo(f"feedback of {a.course}/{a.assignment} ready for {len(sent)} learner(s): "
+              f"{', '.join(sent) or 'none'}")
+    return 0
+
+
+def cmd_grades_export(s: Settings, a: argparse.Namespace) -> int:
+    from hub.coursework import export_csv, grade_rows
+
+    text = export_csv(grade_rows(s, a.course))
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
+        _echo(f"wrote {a.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_course_list(s: Settings, a: argparse.Namespace) -> int:
     from onelab.course import load_courses
 
@@ -323,6 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              required=True)
     cl = add(course, "list", cmd_course_list, "List the courses and their assignments.")
     cl.add_argument("--courses-dir", help="default: the repository's courses/")
+    add(course, "sync", cmd_course_sync,
+        "Make each course's nbgrader directory on the hub match its spec.")
+
+    asg = sub.add_parser("assignment", help="Release, collect, grade, return feedback."
+                         ).add_subparsers(dest="sub", required=True)
+    for verb, text in (("release", "Generate the student version and release it to learners."),
+                       ("collect", "Take each learner's latest submission for grading."),
+                       ("grade", "Autograde the collected submissions in the sandbox."),
+                       ("feedback", "Generate feedback and hand each learner their own.")):
+        ap = add(asg, verb, cmd_assignment, text)
+        ap.add_argument("course")
+        ap.add_argument("assignment")
+        if verb == "grade":
+            ap.add_argument("--force", action="store_true", help="regrade graded submissions")
+
+    grades = sub.add_parser("grades", help="Grades.").add_subparsers(dest="sub", required=True)
+    ge = add(grades, "export", cmd_grades_export,
+             "One row per learner and assignment, late penalties applied.")
+    ge.add_argument("course")
+    ge.add_argument("--format", choices=["csv"], default="csv")
+    ge.add_argument("--out", help="file to write (default: standard output)")
 
     se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
     se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")

@@ -97,6 +97,8 @@ def platform_env(prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
         "ONELAB_HUB__PORT": str(free_port()),
         "ONELAB_HUB__PROXY_API_PORT": str(free_port()),
         "ONELAB_HUB__HUB_PORT": str(free_port()),
+        "ONELAB_HUB__EXCHANGE_PORT": str(free_port()),
+        "ONELAB_HUB__FORMGRADER_PORT": str(free_port()),
         "ONELAB_SPAWNER__NETWORK": f"{prefix}-net",
         "ONELAB_SPAWNER__CONTAINER_PREFIX": f"{prefix}-learner",
         "ONELAB_SPAWNER__HOME_VOLUME": f"{prefix}-home-{{username}}",

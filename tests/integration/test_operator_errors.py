@@ -54,3 +54,14 @@ def test_busy_port(env, docker_ready):
         line = one_line_error(onelab("up", "--detach", env=env, check=False))
     assert f"port 127.0.0.1:{env['ONELAB_HUB__PORT']} is in use" in line
     assert "hub.port" in line
+
+
+def test_broken_course_spec(env, tmp_path, docker_ready):
+    from tests.courses import minicourse
+
+    courses = minicourse.write(tmp_path / "courses")
+    spec = courses / minicourse.COURSE / "course.yml"
+    spec.write_text(spec.read_text().replace("    due:", "    deu:"), encoding="utf-8")
+    env["ONELAB_COURSES_DIR"] = str(courses)
+    line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert "course.yml line 7: assignments.0.deu: unknown field" in line

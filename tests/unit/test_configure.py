@@ -105,3 +105,37 @@ def test_services_culler_and_admin_token(settings):
     c2 = Config()
     configure_services(c2, off)
     assert {s["name"] for s in c2.JupyterHub.services} == {"onelab-admin"}
+
+
+def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path):
+    from hub.courses import EXCHANGE_SERVICE, configure_courses
+    from hub.exchange_service import Courses
+    from onelab.course import load_courses
+    from tests.courses import minicourse
+
+    courses = minicourse.write(tmp_path / "courses")
+    spec = courses / minicourse.COURSE / "course.yml"
+    spec.write_text(spec.read_text().replace("instructors: [instructor]",
+                                             "instructors: [teacher]\nassistants: [tom]\n"
+                                             "learners: [amy, ben]"), encoding="utf-8")
+    s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path / "state"),
+                                 "ONELAB_COURSES_DIR": str(courses)})
+    c = Config()
+    configure_spawner(c, s)
+    configure_courses(c, s, "172.30.0.1")
+    assert c.JupyterHub.load_groups["mini-learners"]["users"] == ["amy", "ben"]
+    assert c.JupyterHub.load_groups["mini-staff"]["users"] == ["teacher", "tom"]
+    svc = next(x for x in c.JupyterHub.services if x["name"] == EXCHANGE_SERVICE)
+    assert svc["url"] == f"http://172.30.0.1:{s.hub.exchange_port}"
+    assert svc["environment"]["EXCHANGE_ROOT"] == str(tmp_path / "state" / "exchange")
+    assert c.DockerSpawner.environment["ONELAB_EXCHANGE_URL"].endswith(
+        f"/services/{EXCHANGE_SERVICE}/")
+    assert c.DockerSpawner.environment["ONELAB_ROLE"] == "learner"  # kept
+    # a learner's server token may call the exchange, and gains nothing else
+    assert set(c.Spawner.server_token_scopes) == {
+        "users:activity!user", "access:servers!server",
+        f"access:services!service={EXCHANGE_SERVICE}"}
+    members = Courses(load_courses(courses))
+    assert (members.role("mini", "amy"), members.role("mini", "tom"),
+            members.role("mini", "carl"), members.role("nope", "amy")) == (
+        "learner", "staff", None, None)

@@ -43,7 +43,7 @@ def test_config_file_from_env_var(tmp_path: Path):
         ("spawner:\n  mem_limit: 2 gigs\n", {}, r"bad setting spawner.mem_limit = '2 gigs' .*512M or 2G"),
         ("", {"ONELAB_HUB__PORT": "eighty"}, r"bad setting hub.port = 'eighty' \(from environment "
          r"ONELAB_HUB__PORT\)"),
-        ("", {"ONELAB_SPAWNR__IMAGE": "x"}, r"unknown setting 'spawnr'.*allowed here: state_dir, hub"),
+        ("", {"ONELAB_SPAWNR__IMAGE": "x"}, r"unknown setting 'spawnr'.*allowed here: state_dir, courses_dir, hub"),
         ("spawner:\n  home_volume: shared-home\n", {}, r"must contain \{username\}"),
         ("auth:\n  kind: ldap\n", {}, r"bad setting auth.kind = 'ldap'.*'local' or 'oauth'"),
         ("hub: [1, 2\n", {}, r"onelab.yaml line \d+: not valid YAML"),
