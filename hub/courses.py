@@ -70,7 +70,9 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
     from hub.coursework import sync_course
 
     services, roles = [], []
-    for i, course in enumerate(courses):
+    port = settings.hub.formgrader_port - 1
+    for course in courses:
+        port = _next_free_port(port + 1)
         name = formgrader_service(course.id)
         root = sync_course(settings, course)  # the nbgrader directory follows the spec
         conf = settings.state_dir / "formgraders" / course.id
@@ -88,7 +90,7 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
             "c.ServerApp.default_url = '/formgrader'\n")
         services.append({
             "name": name,
-            "url": f"http://127.0.0.1:{settings.hub.formgrader_port + i}",
+            "url": f"http://127.0.0.1:{port}",
             "command": [str(Path(sys.executable).parent / "jupyterhub-singleuser"),
                         "--allow-root"],
             "cwd": str(root),
@@ -101,3 +103,17 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
                       "scopes": [f"access:services!service={name}"]})
     extend(c, "JupyterHub", "services", services)
     extend(c, "JupyterHub", "load_roles", roles)
+
+
+def _next_free_port(start: int) -> int:
+    """The first port from `start` on that nothing listens on (loopback)."""
+    import socket
+
+    for port in range(start, min(start + 1000, 65535)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port from {start} on for the formgraders")

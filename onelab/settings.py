@@ -57,7 +57,7 @@ class HubSettings(Section):
     )
     formgrader_port: int = Field(
         8090, ge=1, le=65000,
-        description="First loopback port of the per-course formgrader services (one port each).",
+        description="First loopback port of the per-course formgrader services (one each, the next free ones).",
     )
     base_url: str = Field("/", description="URL prefix of the whole platform.")
     db_url: str | None = Field(

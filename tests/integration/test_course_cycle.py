@@ -7,6 +7,7 @@ course sees none of it. Real hub, real learner containers, real nbgrader."""
 from __future__ import annotations
 
 import csv
+import shutil
 import html
 import io
 import re
@@ -19,10 +20,11 @@ import requests
 
 from onelab.hubclient import Hub
 from tests.conftest import start_platform, stop_platform
-from tests.courses import minicourse
+from onelab.course import courses_dir
 
 pytestmark = pytest.mark.integration
 
+COURSE, ASSIGNMENT, NOTEBOOK = "onelab-101", "02-fit-a-line", "line.ipynb"
 RIGHT = "    a, b = np.polyfit(x, y, 1)\n    return a, b"
 WRONG = "    return 0.0, 0.0"
 
@@ -32,7 +34,7 @@ title: {ko: 다른 과정, en: Another course}
 instructors: [tina]
 learners: [carl]
 assignments:
-  - id: 01-line
+  - id: 02-fit-a-line
     title: {ko: 직선, en: A line}
 """
 
@@ -40,15 +42,15 @@ assignments:
 @pytest.fixture(scope="module")
 def cycle(docker_ready, tmp_path_factory):
     root = tmp_path_factory.mktemp("cycle")
-    courses = minicourse.write(root / "courses")
-    spec = courses / minicourse.COURSE / "course.yml"
-    spec.write_text(spec.read_text().replace(
-        "instructors: [instructor]", "instructors: [teacher]\nlearners: [amy, ben]").replace(
-        "    regress:", "    late_policy: {per_day: 0.1, max_days: 3}\n    regress:"),
-        encoding="utf-8")
+    courses = root / "courses"
+    shutil.copytree(courses_dir() / COURSE, courses / COURSE)  # the example course, as shipped
+    (courses / COURSE / "learners.csv").write_text("username,full_name\namy,Amy\nben,Ben\n")
+    spec = courses / COURSE / "course.yml"
+    spec.write_text(spec.read_text().replace("instructors: [instructor]",
+                                             "instructors: [teacher]"), encoding="utf-8")
     other = courses / "other"
     (other / "source").mkdir(parents=True)
-    (other / "source" / "01-line").symlink_to(courses / minicourse.COURSE / "source" / "01-line")
+    (other / "source" / ASSIGNMENT).symlink_to(courses / COURSE / "source" / ASSIGNMENT)
     (other / "course.yml").write_text(OTHER, encoding="utf-8")
     p = start_platform(root, ONELAB_COURSES_DIR=str(courses))
     yield p, spec
@@ -68,13 +70,13 @@ def _server(p, name: str):
     return hub.server(name, token)
 
 
-def _tab(server, action: str | None = None, course: str = "mini") -> list[dict]:
+def _tab(server, action: str | None = None, course: str = "onelab-101") -> list[dict]:
     """What the Assignments tab does: list, or fetch/submit/fetch_feedback then list."""
     if action is None:
         r = server.request("GET", f"assignments?course_id={course}")
     else:
         r = server.request("POST", f"assignments/{action}",
-                           data={"course_id": course, "assignment_id": minicourse.ASSIGNMENT})
+                           data={"course_id": course, "assignment_id": ASSIGNMENT})
     assert r.status_code == 200, r.text[:2000]
     body = r.json()
     assert isinstance(body, list) or body.get("success", True), body
@@ -82,7 +84,7 @@ def _tab(server, action: str | None = None, course: str = "mini") -> list[dict]:
 
 
 def _answer(server, code: str) -> None:
-    path = f"api/contents/mini/{minicourse.ASSIGNMENT}/{minicourse.NOTEBOOK}"
+    path = f"api/contents/onelab-101/{ASSIGNMENT}/{NOTEBOOK}"
     r = server.request("GET", path)
     assert r.status_code == 200, r.text[:500]
     model = r.json()
@@ -96,17 +98,17 @@ def _answer(server, code: str) -> None:
 
 def test_release_fetch_submit_collect_grade_feedback_export(cycle):
     p, spec = cycle
-    p.cli("assignment", "release", "mini", minicourse.ASSIGNMENT)
+    p.cli("assignment", "release", "onelab-101", ASSIGNMENT)
     amy, ben, carl = _server(p, "amy"), _server(p, "ben"), _server(p, "carl")
 
     # learners see the release of their course only
     listed = _tab(amy)
     assert [(a["course_id"], a["assignment_id"], a["status"]) for a in listed] == [
-        ("mini", minicourse.ASSIGNMENT, "released")]
+        ("onelab-101", ASSIGNMENT, "released")]
     courses = carl.request("GET", "courses").json()
-    assert courses["success"] and "mini" not in courses["value"], courses
-    assert "mini" in amy.request("GET", "courses").json()["value"]
-    refused = carl.request("GET", "assignments?course_id=mini").json()
+    assert courses["success"] and "onelab-101" not in courses["value"], courses
+    assert "onelab-101" in amy.request("GET", "courses").json()["value"]
+    refused = carl.request("GET", "assignments?course_id=onelab-101").json()
     assert refused["success"] is False  # the exchange answers 404: not carl's course
 
     # amy answers wrong and on time; ben answers right, after the due date
@@ -119,34 +121,37 @@ def test_release_fetch_submit_collect_grade_feedback_export(cycle):
     due = datetime.now(timezone.utc)
     time.sleep(1.5)
     assert any(a["status"] == "submitted" for a in _tab(ben, "submit"))
-    spec.write_text(spec.read_text().replace('"2026-12-01T23:59:00+09:00"',
+    spec.write_text(spec.read_text().replace('"2026-12-11T23:59:00+09:00"',
                                              f'"{due.isoformat()}"'), encoding="utf-8")
 
-    out = p.cli("assignment", "collect", "mini", minicourse.ASSIGNMENT).stdout
+    out = p.cli("assignment", "collect", "onelab-101", ASSIGNMENT).stdout
     assert "collected 2 submission(s)" in out and "amy, ben" in out
-    p.cli("assignment", "grade", "mini", minicourse.ASSIGNMENT, timeout=600)
-    out = p.cli("assignment", "feedback", "mini", minicourse.ASSIGNMENT).stdout
+    p.cli("assignment", "grade", "onelab-101", ASSIGNMENT, timeout=600)
+    out = p.cli("assignment", "feedback", "onelab-101", ASSIGNMENT).stdout
     assert "ready for 2 learner(s)" in out
 
     # each learner fetches their own feedback, and only theirs
-    for server, mine in ((amy, "return 0.0, 0.0"), (ben, "np.polyfit")):
+    for server, mine in ((amy, "return 0.0, 0.0"), (ben, "np.polyfit(x, y, 1)")):
         after = _tab(server, "fetch_feedback")
         sub = next(a for a in after if a["status"] == "submitted")["submissions"][-1]
         assert sub["has_local_feedback"], sub
         html_path = sub["local_feedback_path"].split("/home/learner/", 1)[-1]
         feedback = server.request(
-            "GET", f"api/contents/{html_path}/{Path(minicourse.NOTEBOOK).stem}.html").json()
+            "GET", f"api/contents/{html_path}/{Path(NOTEBOOK).stem}.html").json()
         text = html.unescape(re.sub(r"<[^>]+>", "", feedback["content"]))
         assert mine in text
-        other = "np.polyfit" if mine == "return 0.0, 0.0" else "return 0.0, 0.0"
+        other = "np.polyfit(x, y, 1)" if mine == "return 0.0, 0.0" else "return 0.0, 0.0"
         assert other not in text
 
-    grades = p.cli("grades", "export", "mini").stdout
-    rows = {r["learner"]: r for r in csv.DictReader(io.StringIO(grades))}
-    assert set(rows) == {"amy", "ben"}
+    grades = p.cli("grades", "export", "onelab-101").stdout
+    every = {(r["learner"], r["assignment"]): r for r in csv.DictReader(io.StringIO(grades))}
+    assert set(every) == {(n, a) for n in ("amy", "ben") for a in ("01-numbers", ASSIGNMENT)}
+    assert float(every[("amy", "01-numbers")]["grade"]) == 0  # nothing submitted: a 0 row
+    rows = {n: every[(n, ASSIGNMENT)] for n in ("amy", "ben")}
     assert float(rows["amy"]["score"]) == 0 and float(rows["amy"]["late_factor"]) == 1.0
-    assert float(rows["ben"]["score"]) == 5 and float(rows["ben"]["late_factor"]) == 0.9
-    assert float(rows["ben"]["grade"]) == 4.5 and float(rows["ben"]["days_late"]) > 0
+    # the example course's late policy for this assignment: 20 % off per started day
+    assert float(rows["ben"]["score"]) == 5 and float(rows["ben"]["late_factor"]) == 0.8
+    assert float(rows["ben"]["grade"]) == 4.0 and float(rows["ben"]["days_late"]) > 0
 
 
 def test_nobody_reaches_another_learners_work_or_another_course(cycle):
@@ -158,10 +163,10 @@ def test_nobody_reaches_another_learners_work_or_another_course(cycle):
     auth = {"Authorization": f"token {token}"}
     # the exchange itself: another course is not there for carl, and there is no way to ask
     # for anyone's submissions
-    assert requests.get(base + "pull/mini", headers=auth, timeout=30).status_code == 404
-    assert requests.post(base + "submit/mini/01-line", headers=auth, data=b"x",
+    assert requests.get(base + "pull/onelab-101", headers=auth, timeout=30).status_code == 404
+    assert requests.post(base + "submit/onelab-101/02-fit-a-line", headers=auth, data=b"x",
                          timeout=30).status_code == 404
-    assert requests.get(base + "inbound/mini", headers=auth, timeout=30).status_code == 404
+    assert requests.get(base + "inbound/onelab-101", headers=auth, timeout=30).status_code == 404
     assert requests.get(base + "courses", timeout=30).status_code in (302, 401, 403)
     # in a learner's container: no exchange folder of anyone else, no hub state
     ctr = p.container("amy")
@@ -188,13 +193,13 @@ def test_each_formgrader_opens_for_its_course_staff_only(cycle):
         return r.status_code
 
     deadline = time.monotonic() + 60  # the services start with the hub
-    while status("teacher", "mini") != 200 and time.monotonic() < deadline:
+    while status("teacher", "onelab-101") != 200 and time.monotonic() < deadline:
         time.sleep(1)
-    assert status("teacher", "mini") == 200
+    assert status("teacher", "onelab-101") == 200
     assert status("tina", "other") == 200
-    assert status("tina", "mini") in (403, 404)
+    assert status("tina", "onelab-101") in (403, 404)
     assert status("teacher", "other") in (403, 404)
-    assert status("amy", "mini") in (403, 404)
+    assert status("amy", "onelab-101") in (403, 404)
 
 
 def test_a_submission_the_exchange_never_acknowledged_is_not_shown_as_submitted(cycle):
@@ -208,9 +213,10 @@ def test_a_submission_the_exchange_never_acknowledged_is_not_shown_as_submitted(
                             environment={"HOME": "/home/learner"}, workdir="/home/learner")
 
     before = run("nbgrader list --cached 2>&1").output.decode()
-    res = run("ONELAB_EXCHANGE_URL=http://127.0.0.1:9/ nbgrader submit 01-line --course mini "
+    res = run("ONELAB_EXCHANGE_URL=http://127.0.0.1:9/ nbgrader submit 02-fit-a-line "
+              "--course onelab-101 "
               "2>&1")
     out = res.output.decode()
     assert res.exit_code != 0 and "cannot be reached" in out, out
     after = run("nbgrader list --cached 2>&1").output.decode()
-    assert after.count("01-line") == before.count("01-line"), (before, after)
+    assert after.count(ASSIGNMENT) == before.count(ASSIGNMENT), (before, after)
