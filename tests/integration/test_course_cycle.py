@@ -220,3 +220,66 @@ def test_a_submission_the_exchange_never_acknowledged_is_not_shown_as_submitted(
     assert res.exit_code != 0 and "cannot be reached" in out, out
     after = run("nbgrader list --cached 2>&1").output.decode()
     assert after.count(ASSIGNMENT) == before.count(ASSIGNMENT), (before, after)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_killing_the_hub_mid_submission_loses_nothing_acknowledged(cycle):
+    import os
+    import signal
+    import socket
+
+    from hub.exchange_store import ExchangeStore
+
+    p, _ = cycle
+    if "amy" not in p.passwords:
+        pytest.skip("needs the cycle's learners (run with the module)")
+    store = ExchangeStore(p.state_dir / "exchange")
+    acknowledged = {s.path.name: (s.path / NOTEBOOK).read_bytes()
+                    for s in store.submissions(COURSE, ASSIGNMENT)}
+    assert len(acknowledged) >= 2
+    hub = Hub(p.url)
+    assert hub.login("amy", p.passwords["amy"])
+    token = hub.token_for("amy")
+    # a submission half way up when the hub and its exchange die
+    port = int(p.env["ONELAB_HUB__PORT"])
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall((f"POST /services/onelab-exchange/api/submit/{COURSE}/{ASSIGNMENT} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{port}\r\nAuthorization: token {token}\r\n"
+                  "Content-Type: application/gzip\r\nContent-Length: 5000000\r\n\r\n").encode()
+                 + b"\x1f\x8b" + b"x" * 1_000_000)
+    time.sleep(1)
+    hub_pid = int((p.state_dir / "jupyterhub.pid").read_text())
+    for pid in [*_children(hub_pid), hub_pid]:
+        os.kill(pid, signal.SIGKILL)
+    sock.close()
+    time.sleep(1)
+    p.cli("up", "--detach", timeout=180)
+    after = {s.path.name: (s.path / NOTEBOOK).read_bytes()
+             for s in store.submissions(COURSE, ASSIGNMENT)}
+    assert after == acknowledged  # every acknowledged submission whole, nothing half-written
+    out = p.cli("assignment", "collect", COURSE, ASSIGNMENT).stdout
+    assert "collected 2 submission(s)" in out
+    # and learners go on: amy's server outlived the hub, and she can submit again
+    hub = Hub(p.url)
+    assert hub.login("amy", p.passwords["amy"])
+    amy = hub.server("amy", hub.token_for("amy"))
+    deadline = time.monotonic() + 60
+    while True:
+        r = amy.request("POST", "assignments/submit",
+                        data={"course_id": COURSE, "assignment_id": ASSIGNMENT})
+        if r.status_code == 200 and r.json().get("success") or time.monotonic() > deadline:
+            break
+        time.sleep(2)  # the exchange service starts with the hub
+    assert r.status_code == 200 and r.json().get("success"), r.text[:1000]
+    assert len(store.submissions(COURSE, ASSIGNMENT, learner="amy")) == 2
