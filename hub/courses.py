@@ -51,9 +51,12 @@ def configure_courses(c: Config, settings: Settings, gateway: str) -> None:
     extend(c, "JupyterHub", "load_roles", [{
         "name": "user", "scopes": ["self", f"access:services!service={EXCHANGE_SERVICE}"]}])
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
-    existing = dict(c.JupyterHub.get("load_groups", {}) or {})
-    existing.update(groups(courses))
-    c.JupyterHub.load_groups = existing
+    if settings.auth.kind != "oauth":
+        # With OAuth the identity provider owns group membership (manage_groups), so the
+        # course groups are loaded for local accounts only; access never depends on them.
+        existing = dict(c.JupyterHub.get("load_groups", {}) or {})
+        existing.update(groups(courses))
+        c.JupyterHub.load_groups = existing
     configure_formgraders(c, settings, courses)
     env = dict(c.DockerSpawner.get("environment", {}) or {})
     env["ONELAB_EXCHANGE_URL"] = f"{url}/services/{EXCHANGE_SERVICE}/"
@@ -99,7 +102,9 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
                             "HOME": str(conf)},
             "display": True,
         })
-        roles.append({"name": f"{course.id}-staff", "groups": [f"{course.id}-staff"],
+        # granted to the spec's staff by name: works with local accounts and with OAuth
+        roles.append({"name": f"{course.id}-staff",
+                      "users": sorted(set(course.instructors) | set(course.assistants)),
                       "scopes": [f"access:services!service={name}"]})
     extend(c, "JupyterHub", "services", services)
     extend(c, "JupyterHub", "load_roles", roles)

@@ -83,6 +83,14 @@ def test_oauth_maps_groups_to_roles(tmp_path):
     (role,) = c.JupyterHub.load_roles
     assert role["name"] == "onelab-instructor" and role["groups"] == ["teachers"]
     assert "access:servers" not in role["scopes"]
+    # the identity provider owns groups: courses add no load_groups (JupyterHub refuses both),
+    # and formgrader access goes to the spec's staff by name
+    from hub.courses import configure_courses
+
+    configure_courses(c, load(path=None, environ=env), "172.30.0.1")
+    assert not c.JupyterHub.get("load_groups")
+    staff = [r for r in c.JupyterHub.load_roles if r["name"].endswith("-staff")]
+    assert staff and all("users" in r and "groups" not in r for r in staff)
 
 
 def test_oauth_without_client_is_a_clear_error(tmp_path):
@@ -125,6 +133,9 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path):
     configure_courses(c, s, "172.30.0.1")
     assert c.JupyterHub.load_groups["mini-learners"]["users"] == ["amy", "ben"]
     assert c.JupyterHub.load_groups["mini-staff"]["users"] == ["teacher", "tom"]
+    staff = next(r for r in c.JupyterHub.load_roles if r["name"] == "mini-staff")
+    assert staff["users"] == ["teacher", "tom"]
+    assert staff["scopes"] == ["access:services!service=formgrader-mini"]
     svc = next(x for x in c.JupyterHub.services if x["name"] == EXCHANGE_SERVICE)
     assert svc["url"] == f"http://172.30.0.1:{s.hub.exchange_port}"
     assert svc["environment"]["EXCHANGE_ROOT"] == str(tmp_path / "state" / "exchange")
