@@ -3,6 +3,7 @@ need to reach it. Everything follows the course specs in courses/ (onelab/course
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -97,7 +98,10 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
             "command": [str(Path(sys.executable).parent / "jupyterhub-singleuser"),
                         "--allow-root"],
             "cwd": str(root),
-            "environment": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            # the hub's OneLab settings (file and environment), so the autograde button
+            # grades with the operator's image and limits
+            "environment": {**{k: v for k, v in os.environ.items() if k.startswith("ONELAB_")},
+                            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
                             "JUPYTER_CONFIG_DIR": str(conf),
                             "HOME": str(conf)},
             "display": True,

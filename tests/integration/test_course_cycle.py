@@ -181,6 +181,8 @@ def test_nobody_reaches_another_learners_work_or_another_course(cycle):
 
     names = tarfile.open(fileobj=io.BytesIO(pulled.content), mode="r:gz").getnames()
     assert not any("inbound" in n or "ben" in n for n in names), names
+    feedback = [n for n in names if "feedback/" in n and n.endswith(".html")]
+    assert len(feedback) == 1, names  # amy's one graded submission's feedback, no one else's
     # nbgrader's CLI in amy's container knows only amy's own submissions
     ctr = p.container("amy")
     res = ctr.exec_run(["bash", "-c", f"nbgrader list --inbound --course {COURSE} 2>&1; "

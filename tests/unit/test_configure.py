@@ -115,7 +115,7 @@ def test_services_culler_and_admin_token(settings):
     assert {s["name"] for s in c2.JupyterHub.services} == {"onelab-admin"}
 
 
-def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path):
+def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, monkeypatch):
     from hub.courses import EXCHANGE_SERVICE, configure_courses
     from hub.exchange_service import Courses
     from onelab.course import load_courses
@@ -128,9 +128,13 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path):
                                              "learners: [amy, ben]"), encoding="utf-8")
     s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path / "state"),
                                  "ONELAB_COURSES_DIR": str(courses)})
+    monkeypatch.setenv("ONELAB_GRADING__MEMORY", "3G")  # the operator's setting, in the hub
     c = Config()
     configure_spawner(c, s)
     configure_courses(c, s, "172.30.0.1")
+    fg = next(x for x in c.JupyterHub.services if x["name"] == "formgrader-mini")
+    assert fg["environment"]["ONELAB_GRADING__MEMORY"] == "3G"  # its autograde button too
+    assert fg["url"].startswith("http://127.0.0.1:")  # loopback: no container reaches it
     assert c.JupyterHub.load_groups["mini-learners"]["users"] == ["amy", "ben"]
     assert c.JupyterHub.load_groups["mini-staff"]["users"] == ["teacher", "tom"]
     staff = next(r for r in c.JupyterHub.load_roles if r["name"] == "mini-staff")
