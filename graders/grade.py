@@ -140,7 +140,7 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
     log = Path(log_dir) / f"{student}.log"
     log.write_text((result.get("log") or "") + ("\n" + result["error"] if result.get("error")
                                                  else ""))
-    notes = [] if result.get("success") else [_root_error(result)]
+    notes = [] if result.get("success") else [root_error(result)]
     notes += [f"{nb}: {why}" for nb, why in unreadable.items()]
     for rep in sorted((reports / student).glob("*.json")):
         info = json.loads(rep.read_text())
@@ -223,7 +223,7 @@ def _blank_notebook(course: Path, assignment: str, name: str) -> Any:
     return nb
 
 
-def _root_error(result: dict[str, Any]) -> str:
+def root_error(result: dict[str, Any]) -> str:
     """The first real error in nbgrader's log (not its generic 'see the traceback' line)."""
     text = (result.get("log") or "") + "\n" + (result.get("error") or "")
     for line in text.splitlines():

@@ -62,9 +62,9 @@ def _api(root: Path) -> Any:
 
 def _check(result: dict, what: str) -> None:
     if not result.get("success"):
-        from graders.grade import _root_error
+        from graders.grade import root_error
 
-        raise CourseError(f"{what} failed: {_root_error(result)}")
+        raise CourseError(f"{what} failed: {root_error(result)}")
 
 
 def release(settings: Settings, course_id: str, assignment: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -92,10 +93,7 @@ class PullHandler(Base):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             for a in self.store.released(course):
-                src = self.store.outbound(course) / a
-                import shutil
-
-                shutil.copytree(src, root / "outbound" / a)
+                shutil.copytree(self.store.outbound(course) / a, root / "outbound" / a)
             (root / "feedback").mkdir()
             for name_, path in feedback_files(self.store, course, name):
                 (root / "feedback" / name_).write_bytes(path.read_bytes())

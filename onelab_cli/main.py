@@ -201,7 +201,7 @@ def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
-    from onelab.course import courses_dir, load_courses
+    from onelab.course import load_courses
     from regress import report
     from regress.runner import regress
 

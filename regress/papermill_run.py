@@ -68,7 +68,10 @@ def run_notebook(label: str, source: Path, image: str, params: dict[str, Any], *
     with tempfile.TemporaryDirectory(prefix="onelab-regress-") as tmp:
         work = Path(tmp) / "work"
         shutil.copytree(source.parent, work, ignore=shutil.ignore_patterns(".*"))
-        os.chown(work, 1000, 1000) if os.geteuid() == 0 else os.chmod(work, 0o777)
+        if os.geteuid() == 0:  # the notebook runs as uid 1000 and writes its output here
+            os.chown(work, 1000, 1000)
+        else:
+            os.chmod(work, 0o777)
         name = f"onelab-regress-{secrets.token_hex(5)}"
         started = time.monotonic()
         res = dockerdoor.run_piped(

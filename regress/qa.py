@@ -121,6 +121,6 @@ def _generate(root: Path, assignment: str) -> str:
         assignment, force=True)
     if result.get("success"):
         return ""
-    from graders.grade import _root_error
+    from graders.grade import root_error
 
-    return _root_error(result)
+    return root_error(result)
