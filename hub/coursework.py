@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import secrets
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,15 @@ def sync_course(settings: Settings, course: Course) -> Path:
         "c.CourseDirectory.course_id = %r\n"
         "# the formgrader's autograde button and `nbgrader autograde` grade in the sandbox\n"
         "from graders.hook import use_sandbox\n"
-        "use_sandbox(c)\n" % (course.id, course.id))
+        "use_sandbox(c)\n"
+        "# release, collect and feedback go through OneLab's exchange (hub/nbgrader_exchange.py)\n"
+        "c.HubExchange.root = %r\n"
+        "c.ExchangeFactory.list = 'hub.nbgrader_exchange.InstructorList'\n"
+        "c.ExchangeFactory.release_assignment = 'hub.nbgrader_exchange.ReleaseAssignment'\n"
+        "c.ExchangeFactory.collect = 'hub.nbgrader_exchange.Collect'\n"
+        "c.ExchangeFactory.release_feedback = 'hub.nbgrader_exchange.ReleaseFeedback'\n"
+        % (course.id, course.id, str(exchange_root(settings))))
+    exchange_root(settings).mkdir(parents=True, exist_ok=True)
     for a in course.assignments:
         dest = root / "source" / a.id
         tmp = root / "source" / f".{a.id}.{secrets.token_hex(3)}"
@@ -68,50 +76,35 @@ def _check(result: dict, what: str) -> None:
 
 
 def release(settings: Settings, course_id: str, assignment: str) -> Path:
+    """Generate the student version and release it: the formgrader's two buttons in one."""
     course = find_course(settings, course_id)
     course.assignment(assignment)
     root = sync_course(settings, course)
-    _check(_api(root).generate_assignment(assignment, force=True), f"releasing {assignment}")
-    return ExchangeStore(exchange_root(settings)).release(course.id, assignment,
-                                                          root / "release" / assignment)
+    api = _api(root)
+    _check(api.generate_assignment(assignment, force=True), f"generating {assignment}")
+    _check(api.release_assignment(assignment), f"releasing {assignment}")
+    return ExchangeStore(exchange_root(settings)).outbound(course.id) / assignment
 
 
 def collect(settings: Settings, course_id: str, assignment: str) -> list[str]:
-    """Copy each learner's latest acknowledged submission into submitted/ (whole, in one
-    rename); returns the learners collected."""
+    """Each learner's latest acknowledged submission into submitted/, whole, in one rename
+    (hub/nbgrader_exchange.Collect); returns the learners who have one."""
     course = find_course(settings, course_id)
     course.assignment(assignment)
-    root = course_root(settings, course.id)
-    got = []
-    for learner, sub in sorted(ExchangeStore(exchange_root(settings)).latest(
-            course.id, assignment).items()):
-        dest = root / "submitted" / learner / assignment
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{assignment}.{secrets.token_hex(3)}"
-        shutil.copytree(sub.path, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-        got.append(learner)
-    return got
+    root = sync_course(settings, course)
+    _check(_api(root).collect(assignment), f"collecting {assignment}")
+    return sorted(ExchangeStore(exchange_root(settings)).latest(course.id, assignment))
 
 
 def feedback(settings: Settings, course_id: str, assignment: str) -> list[str]:
     """nbgrader's feedback for every graded learner, handed to the exchange for them alone."""
     course = find_course(settings, course_id)
-    root = course_root(settings, course.id)
-    _check(_api(root).generate_feedback(assignment, force=True), "generating feedback")
-    store = ExchangeStore(exchange_root(settings))
-    sent = []
-    for learner_dir in sorted((root / "feedback").glob(f"*/{assignment}")):
-        learner = learner_dir.parent.name
-        htmls = sorted(learner_dir.glob("*.html"))
-        ts = (learner_dir / "timestamp.txt").read_text().strip() if (
-            learner_dir / "timestamp.txt").exists() else ""
-        if htmls and ts:
-            store.put_feedback(course.id, learner, assignment, ts, htmls)
-            sent.append(learner)
-    return sent
+    root = sync_course(settings, course)
+    api = _api(root)
+    _check(api.generate_feedback(assignment, force=True), "generating feedback")
+    _check(api.release_feedback(assignment), "releasing feedback")
+    return sorted(p.parent.name for p in (root / "feedback").glob(f"*/{assignment}")
+                  if any(p.glob("*.html")))
 
 
 def _parse_ts(ts: str) -> datetime | None:

@@ -342,3 +342,32 @@ def test_killing_the_learners_container_mid_submission_leaves_it_whole_or_absent
     listed = _tab(server)
     subs = [x for a in listed if a["status"] == "submitted" for x in a["submissions"]]
     assert len(before) <= len(subs) <= len(after), (subs, after)
+
+
+def test_the_formgraders_buttons_release_into_the_exchange(cycle):
+    p, _ = cycle
+    for name in ("teacher", "amy"):
+        if name not in p.passwords:
+            p.add_learner(name)
+    hub = Hub(p.url)
+    assert hub.login("teacher", p.passwords["teacher"])
+    auth = {"Authorization": f"token {hub.token_for('teacher')}"}
+    api = f"{p.url}services/formgrader-{COURSE}/formgrader/api/assignment/01-numbers"
+    deadline = time.monotonic() + 60
+    while True:  # the formgrader starts with the hub
+        r = requests.post(f"{api}/assign", headers=auth, timeout=120)  # "Generate"
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.status_code == 200 and r.json()["success"], r.text[:2000]
+    r = requests.post(f"{api}/release", headers=auth, timeout=120)  # "Release"
+    assert r.status_code == 200 and r.json()["success"], r.text[:2000]
+    status = requests.get(api, headers=auth, timeout=60).json()
+    assert status["releaseable"] and status["status"] == "released", status
+    # a learner of the course sees it in the Assignments tab
+    amy = p.login("amy")
+    amy.start("amy")
+    amy.wait_ready("amy")
+    server = amy.server("amy", amy.token_for("amy"))
+    listed = {(a["assignment_id"], a["status"]) for a in _tab(server)}
+    assert ("01-numbers", "released") in listed, listed
