@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -73,6 +74,15 @@ def nbgrader_config(course_dir: Path, opts: Options | None = None) -> Any:
     if opts is not None:
         hook.apply(config, opts)
     return config
+
+
+def nbgrader_api(course_dir: Path) -> Any:
+    """nbgrader's API on a course directory with its own config (no sandbox swap)."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    config = nbgrader_config(course_dir)
+    return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
 def submissions(course_dir: Path, assignment: str) -> list[str]:
@@ -279,8 +289,6 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
     # (a second or two each); the progress bar starts only after the fork.
     import nbgrader.apps  # noqa: F401
     import nbgrader.preprocessors  # noqa: F401
-
-    import secrets
 
     opts = Options(**{**asdict(opts), "run": secrets.token_hex(6)})
     ctx = get_context("fork")

@@ -162,9 +162,3 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
         reason = (f"the grading container ended without a result (exit {run.exit_code}): the "
                   "notebook may have killed its grader")
     return Execution("crashed", reason, [], elapsed, run.stderr)
-
-
-def drop_spares() -> None:
-    """Let any spare container go (it ends by itself once its input closes)."""
-    while _SPARE:
-        _SPARE.popitem()[1].abandon()

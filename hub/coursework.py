@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from graders.grade import nbgrader_api, root_error
 from hub.courses import course_specs, exchange_root
-from hub.exchange_store import ExchangeStore
+from hub.exchange_store import ExchangeStore, replace_dir
 from onelab.course import Course, CourseError
 from onelab.settings import Settings
 
@@ -49,29 +49,13 @@ def sync_course(settings: Settings, course: Course) -> Path:
         % (course.id, course.id, str(exchange_root(settings))))
     exchange_root(settings).mkdir(parents=True, exist_ok=True)
     for a in course.assignments:
-        dest = root / "source" / a.id
-        tmp = root / "source" / f".{a.id}.{secrets.token_hex(3)}"
-        shutil.copytree(course.source_dir(a.id), tmp, ignore=shutil.ignore_patterns(".*"))
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+        replace_dir(course.source_dir(a.id), root / "source" / a.id,
+                    ignore=shutil.ignore_patterns(".*"))
     return root
-
-
-def _api(root: Path) -> Any:
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-
-    from graders.grade import nbgrader_config
-
-    config = nbgrader_config(root)
-    return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
 def _check(result: dict, what: str) -> None:
     if not result.get("success"):
-        from graders.grade import root_error
-
         raise CourseError(f"{what} failed: {root_error(result)}")
 
 
@@ -80,7 +64,7 @@ def release(settings: Settings, course_id: str, assignment: str) -> Path:
     course = find_course(settings, course_id)
     course.assignment(assignment)
     root = sync_course(settings, course)
-    api = _api(root)
+    api = nbgrader_api(root)
     _check(api.generate_assignment(assignment, force=True), f"generating {assignment}")
     _check(api.release_assignment(assignment), f"releasing {assignment}")
     return ExchangeStore(exchange_root(settings)).outbound(course.id) / assignment
@@ -92,7 +76,7 @@ def collect(settings: Settings, course_id: str, assignment: str) -> list[str]:
     course = find_course(settings, course_id)
     course.assignment(assignment)
     root = sync_course(settings, course)
-    _check(_api(root).collect(assignment), f"collecting {assignment}")
+    _check(nbgrader_api(root).collect(assignment), f"collecting {assignment}")
     return sorted(ExchangeStore(exchange_root(settings)).latest(course.id, assignment))
 
 
@@ -100,7 +84,7 @@ def feedback(settings: Settings, course_id: str, assignment: str) -> list[str]:
     """nbgrader's feedback for every graded learner, handed to the exchange for them alone."""
     course = find_course(settings, course_id)
     root = sync_course(settings, course)
-    api = _api(root)
+    api = nbgrader_api(root)
     _check(api.generate_feedback(assignment, force=True), "generating feedback")
     _check(api.release_feedback(assignment), "releasing feedback")
     return sorted(p.parent.name for p in (root / "feedback").glob(f"*/{assignment}")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from jupyterhub.services.auth import HubAuthenticated
@@ -90,15 +88,12 @@ class PullHandler(Base):
     @web.authenticated
     def get(self, course: str) -> None:
         name, _ = self.member(course)
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            for a in self.store.released(course):
-                shutil.copytree(self.store.outbound(course) / a, root / "outbound" / a)
-            (root / "feedback").mkdir()
-            for name_, path in feedback_files(self.store, course, name):
-                (root / "feedback" / name_).write_bytes(path.read_bytes())
-            self.set_header("Content-Type", "application/gzip")
-            self.finish(pack(root))
+        released = [(self.store.outbound(course) / a, f"./outbound/{a}")
+                    for a in self.store.released(course)]
+        feedback = [(path, f"./feedback/{hashed}")
+                    for hashed, path in feedback_files(self.store, course, name)]
+        self.set_header("Content-Type", "application/gzip")
+        self.finish(pack(released + feedback))
 
 
 def feedback_files(store: ExchangeStore, course: str, learner: str) -> list[tuple[str, Path]]:

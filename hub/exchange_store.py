@@ -81,11 +81,27 @@ def safe_extract(data: bytes, dest: Path, limit: int = MAX_SUBMISSION) -> list[s
     return names
 
 
-def pack(folder: Path, arcname: str = ".") -> bytes:
+def replace_dir(src: Path, dest: Path, ignore=None) -> Path:
+    """Copy `src` to `dest` whole: into a hidden sibling first, then swapped in by renames,
+    so a reader sees the old folder or the new one, never a mix or a half copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}"
+    shutil.copytree(src, tmp, ignore=ignore)
+    old = dest.parent / f".{dest.name}.old.{secrets.token_hex(4)}"
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    _fsync_dir(dest.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def pack(entries: list[tuple[Path, str]]) -> bytes:
+    """A tar.gz of files and folders, each under its name in the archive."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        if folder.exists():
-            tar.add(folder, arcname=arcname)
+        for path, arcname in entries:
+            tar.add(path, arcname=arcname)
     return buf.getvalue()
 
 
@@ -112,18 +128,7 @@ class ExchangeStore:
     def release(self, course: str, assignment: str, release_dir: Path) -> Path:
         """Publish release_dir as the assignment, replacing an earlier release in one step."""
         check_name("assignment", assignment)
-        out = self.outbound(course)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{assignment}.{secrets.token_hex(4)}"
-        shutil.copytree(release_dir, tmp)
-        final = out / assignment
-        old = out / f".{assignment}.old.{secrets.token_hex(4)}"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        _fsync_dir(out)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
+        return replace_dir(release_dir, self.outbound(course) / assignment)
 
     def released(self, course: str) -> list[str]:
         out = self.outbound(course)

@@ -8,8 +8,6 @@ one same path.
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from nbgrader.exchange.abc import (Exchange, ExchangeCollect, ExchangeList,
                                    ExchangeReleaseAssignment, ExchangeReleaseFeedback)
 from traitlets import Unicode
 
-from hub.exchange_store import ExchangeStore
+from hub.exchange_store import ExchangeStore, replace_dir
 
 
 class HubExchange(Exchange):
@@ -76,12 +74,7 @@ class Collect(HubExchange, ExchangeCollect):
             ts_file = dest / "timestamp.txt"
             if dest.exists() and ts_file.exists() and ts_file.read_text().strip() == sub.timestamp:
                 continue  # already this submission
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".{aid}.{secrets.token_hex(3)}"
-            shutil.copytree(sub.path, tmp)  # whole, then in place in one rename
-            if dest.exists():
-                shutil.rmtree(dest)
-            tmp.rename(dest)
+            replace_dir(sub.path, dest)  # whole: never a half-copied submission to grade
             self.log.info("Collected %s of %s from %s (%s)", aid, self.course, learner,
                           sub.timestamp)
 

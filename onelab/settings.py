@@ -157,10 +157,7 @@ class SpawnerSettings(Section):
     @field_validator("gpus", mode="before")
     @classmethod
     def _gpus(cls, v: str) -> str:
-        v = str(v).strip().lower()
-        if v not in ("none", "all") and not v.isdigit():
-            raise ValueError("must be none, all or a number")
-        return v
+        return gpus_value(v, devices=False)  # a count for Docker's device requests
 
     @field_validator("home_volume")
     @classmethod
@@ -221,15 +218,19 @@ class GradingSettings(Section):
     @field_validator("gpus", mode="before")
     @classmethod
     def _gpus(cls, v: str) -> str:
-        return grading_gpus(v)
+        return gpus_value(v, devices=True)
 
 
-def grading_gpus(value: object) -> str:
-    """none | all | N | device=I[,J...]: what Docker's --gpus takes, checked here, not by Docker."""
+def gpus_value(value: object, devices: bool) -> str:
+    """none | all | N, and with `devices` also device=I[,J...] (Docker's --gpus): checked here,
+    not by Docker."""
     v = str(value).strip().lower()
-    if v in ("none", "all") or v.isdigit() or re.fullmatch(r"device=\d+(,\d+)*", v):
+    if v in ("none", "all") or v.isdigit():
         return v
-    raise ValueError("must be none, all, a number, or device=0[,1...]")
+    if devices and re.fullmatch(r"device=\d+(,\d+)*", v):
+        return v
+    raise ValueError("must be none, all, a number, or device=0[,1...]" if devices
+                     else "must be none, all or a number")
 
 
 class Settings(Section):

@@ -160,16 +160,25 @@ def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
-    from graders.grade import Options, grade
     from images.table import learner_image
-    from onelab import dockerdoor
 
     image = a.image or _spec_image(Path(a.course_dir), s) or s.grading.image or learner_image(s)
+    return _grade(s, Path(a.course_dir), a.assignment, image, force=a.force,
+                  students=a.student or None, workers=a.workers, memory=a.memory,
+                  cell_timeout=a.cell_timeout, notebook_timeout=a.notebook_timeout, gpus=a.gpus)
+
+
+def _grade(s: Settings, course_dir: Path, assignment: str, image: str, *, force: bool,
+           students: list[str] | None = None, workers: int | None = None,
+           **overrides: Any) -> int:
+    """`onelab grade` and `onelab assignment grade`: settings.grading plus what was given."""
+    from graders.grade import Options, grade
+    from onelab import dockerdoor
+
     dockerdoor.require_image(image, "grading image")
-    opts = Options.from_settings(s.grading, image, memory=a.memory, cell_timeout=a.cell_timeout,
-                                 notebook_timeout=a.notebook_timeout, gpus=a.gpus)
-    outcomes = grade(Path(a.course_dir), a.assignment, opts, students=a.student or None,
-                     workers=a.workers or s.grading.workers, force=a.force, echo=_echo,
+    opts = Options.from_settings(s.grading, image, **overrides)
+    outcomes = grade(course_dir, assignment, opts, students=students,
+                     workers=workers or s.grading.workers, force=force, echo=_echo,
                      progress=sys.stderr.isatty())
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
@@ -182,7 +191,7 @@ def _spec_image(course_dir: Path, s: Settings) -> str | None:
     from onelab.course import courses_dir, load_course
 
     course_id = nbgrader_config(course_dir).CourseDirectory.get("course_id")
-    spec = courses_dir() / str(course_id) / "course.yml"
+    spec = (s.courses_dir or courses_dir()) / str(course_id) / "course.yml"
     if not course_id or not spec.exists():
         return None
     course = load_course(spec)
@@ -242,18 +251,11 @@ def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
         _echo(f"collected {len(got)} submission(s) of {a.course}/{a.assignment}: "
               f"{', '.join(got) or 'none yet'}")
     elif a.sub == "grade":
-        from graders.grade import Options, grade
         from images.table import course_image
 
         course = coursework.find_course(s, a.course)
-        image = course_image(course.image, s)
-        from onelab import dockerdoor
-
-        dockerdoor.require_image(image, "grading image")
-        outcomes = grade(coursework.course_root(s, a.course), a.assignment,
-                         Options.from_settings(s.grading, image), workers=s.grading.workers,
-                         force=a.force, echo=_echo, progress=sys.stderr.isatty())
-        return 1 if any(o.status == "failed" for o in outcomes) else 0
+        return _grade(s, coursework.course_root(s, a.course), a.assignment,
+                      course_image(course.image, s), force=a.force)
     elif a.sub == "feedback":
         sent = coursework.feedback(s, a.course, a.assignment)
         _echo(f"feedback of {a.course}/{a.assignment} ready for {len(sent)} learner(s): "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 
-from graders.grade import Options, grade
+from graders.grade import Options, grade, nbgrader_api, root_error
 from onelab.course import Course
 
 SOLUTION, RELEASED = "qa-solution", "qa-released"
@@ -109,18 +109,5 @@ def check_assignment(course: Course, assignment: str, image: str, opts: Options,
 
 def _generate(root: Path, assignment: str) -> str:
     """nbgrader's generate_assignment (in-process); its error, or '' when it worked."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = Config()
-    config.merge(PyFileConfigLoader("nbgrader_config.py", str(root)).load_config())
-    config.CourseDirectory.root = str(root)
-    result = NbGraderAPI(CourseDirectory(config=config), config=config).generate_assignment(
-        assignment, force=True)
-    if result.get("success"):
-        return ""
-    from graders.grade import root_error
-
-    return root_error(result)
+    result = nbgrader_api(root).generate_assignment(assignment, force=True)
+    return "" if result.get("success") else root_error(result)
