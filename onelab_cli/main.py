@@ -251,11 +251,12 @@ def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
         _echo(f"collected {len(got)} submission(s) of {a.course}/{a.assignment}: "
               f"{', '.join(got) or 'none yet'}")
     elif a.sub == "grade":
-        from images.table import course_image
+        from images.table import learner_image
 
-        course = coursework.find_course(s, a.course)
-        return _grade(s, coursework.course_root(s, a.course), a.assignment,
-                      course_image(course.image, s), force=a.force)
+        root = coursework.course_root(s, a.course)
+        coursework.find_course(s, a.course)
+        image = _spec_image(root, s) or s.grading.image or learner_image(s)  # as `onelab grade`
+        return _grade(s, root, a.assignment, image, force=a.force)
     elif a.sub == "feedback":
         sent = coursework.feedback(s, a.course, a.assignment)
         _echo(f"feedback of {a.course}/{a.assignment} ready for {len(sent)} learner(s): "
