@@ -4,22 +4,31 @@ Shipped as text and run by the kernel as an IPython ``exec_files`` start-up file
 Python audit hook (audit hooks cannot be removed once added) that, for every notebook cell the
 kernel compiles and executes, writes a signed record to a pipe only the grading runner reads:
 
+    seq|R|guard|mark or no-mark||<hmac>                                     (installed)
     seq|C|<cell file>|<sha256 of the compiled text>|<tamper flags>|<hmac>   (compiled)
     seq|X|<cell file>||<tamper flags>|<hmac>                                (executed)
+    seq|D|<cell file>|<value of the last expression>|<tamper flags>|<hmac>  (completed)
 
 The runner gives a test cell its points only if the kernel compiled exactly the cell's source
-(after IPython's stock transforms), executed it, and nothing had been tampered with: input or
-AST transformers added, execution or traceback machinery replaced, custom exception handlers,
-tracing or profiling, introspection that could reach this hook (gc referrers, other threads'
-frames, raw memory). The key arrives on a pipe that is read once and closed; the hook touches no
-object whose methods the learner could have replaced, so their code never runs inside it.
-Anything it cannot see (e.g. a test helper monkeypatched to always pass) is out of its reach.
+(after IPython's stock transforms), executed it, ran it to its end without an exception (the D
+record of the completion mark, see below), and nothing had been tampered with: input or AST
+transformers added, execution or traceback machinery, the compiler or the modules the cell
+machinery looks names up in replaced, custom exception handlers, tracing or profiling,
+introspection that could reach this hook (gc referrers, other threads' frames, raw memory).
+Whether a test passed never rests on what the kernel reports (its messages, displays and
+tracebacks), which the learner's code can rewrite. The key arrives on a pipe that is read once
+and closed; the hook touches no object whose methods the learner could have replaced, so their
+code never runs inside it. Anything it cannot see (e.g. a test helper monkeypatched to always
+pass, or an answer object whose comparisons always succeed) is out of its reach.
 """
 
 
 def _onelab_guard():
     import _hashlib
+    import _thread
+    import ast as _ast
     import binascii
+    import builtins
     import os
     import sys
     import threading
@@ -31,7 +40,9 @@ def _onelab_guard():
     _BaseException = BaseException
     _code = types.CodeType
     _getattr_obj = object.__getattribute__
+    _getattr = getattr
 
+    MARK = "onelab.cell-completed"
     fds = os.environ.get("ONELAB_GUARD_FDS", "")
     if not fds:
         return
@@ -67,6 +78,128 @@ def _onelab_guard():
             out.append((name, value, tuple(value) if type(value) is list else None))
         return d, tv, out
 
+    # -- the completion mark --------------------------------------------------------------
+    # Every cell gets one more top-level statement, last: a call of sys.audit(MARK) that this
+    # hook attests (a "D" record). IPython runs a cell's statements in order and stops at the
+    # first that raises, so the mark runs only when every statement before it completed: a
+    # test cell's pass rests on this record, never on what the kernel reports (its messages,
+    # displays and tracebacks are the learner's to tamper with). When the cell ends with an
+    # expression, the mark wraps it and records its value (partial credit), and IPython still
+    # displays it. Line numbers are the original's, so tracebacks look as they always did.
+    Expr, Call, Attribute, Name, Constant = (_ast.Expr, _ast.Call, _ast.Attribute, _ast.Name,
+                                             _ast.Constant)
+    Tuple, Subscript, NamedExpr, Load, Store = (_ast.Tuple, _ast.Subscript, _ast.NamedExpr,
+                                                _ast.Load, _ast.Store)
+    copy_location, fix_locations = _ast.copy_location, _ast.fix_missing_locations
+
+    class OneLabCompletionMark(_ast.NodeTransformer):
+        def visit(self, node):
+            body = _getattr(node, "body", None)
+            if _type(body) is not _list or not body:
+                return node
+            last = body[-1]
+            audit = Attribute(Call(Name("__import__", Load()), [Constant("sys")], []), "audit",
+                              Load())
+            if _type(last) is Expr:
+                keep = NamedExpr(Name("__onelab_value__", Store()), last.value)
+                mark = Call(audit, [Constant(MARK), Name("__onelab_value__", Load())], [])
+                body[-1] = copy_location(Expr(Subscript(Tuple([keep, mark], Load()),
+                                                        Constant(0), Load())), last)
+            else:
+                mark = Expr(Call(audit, [Constant(MARK)], []))
+                mark.lineno = mark.end_lineno = _getattr(last, "end_lineno", None) or last.lineno
+                mark.col_offset = mark.end_col_offset = 0
+                body.append(mark)
+            fix_locations(node)
+            return node
+
+    marker = OneLabCompletionMark()
+    marker_visit = OneLabCompletionMark.__dict__["visit"]
+    shell.ast_transformers.append(marker)
+
+    def code_of(name):
+        for klass in type(shell).__mro__:
+            fn = klass.__dict__.get(name)
+            if fn is not None:
+                return getattr(fn, "__code__", None)
+        return None
+
+    run_code_co, run_nodes_co, run_cell_co = (code_of("run_code"), code_of("run_ast_nodes"),
+                                              code_of("run_cell_async"))
+    can_mark = None not in (run_code_co, run_nodes_co, run_cell_co)
+    nodes_vars = run_nodes_co.co_varnames if run_nodes_co is not None else ()
+    check_last = "to_run" in nodes_vars and "node" in nodes_vars
+    main_thread, get_ident, getframe = _thread.get_ident(), _thread.get_ident, sys._getframe
+    _float, _int, _bool, _NoneType = float, int, bool, type(None)
+    mro_of = type.__dict__["__mro__"].__get__
+    name_of = type.__dict__["__name__"].__get__
+    float_repr, int_repr = float.__repr__, int.__repr__
+
+    def describe(args):
+        """The mark's recorded value, computed without running any of the learner's code:
+        numbers by the built-in types' own methods, anything else by its type's name."""
+        if _len(args) < 1:  # the cell did not end with an expression
+            return "-"
+        v = args[0]
+        t = _type(v)
+        if t is _NoneType:
+            return "none"
+        mro = mro_of(t)
+
+        def has(k):  # by identity: `in` would call a metaclass's __eq__
+            for m in mro:
+                if m is k:
+                    return True
+            return False
+
+        try:
+            if has(_bool):
+                return "n:" + ("True" if v else "False")
+            if has(_float):
+                return "n:" + float_repr(v)
+            if has(_int):
+                text = int_repr(v)
+                return "n:" + text if _len(text) < 64 else "o:int"
+        except _BaseException:
+            return "o:number"
+        name = name_of(t)
+        return "o:" + (name if _type(name) is _str else "?").replace("|", "_")[:60]
+
+    def mark_ok(frame):
+        """The mark is genuine only when IPython itself ran it as the cell's last statement:
+        main thread; called by IPython's own run_code, called by run_ast_nodes for its last
+        node, called by run_cell_async; none of that machinery twice and no other cell's code
+        anywhere below (so no learner code ran it from inside a statement, a callback, a
+        signal handler or a thread)."""
+        if not can_mark or get_ident() != main_thread:
+            return False
+        fn = frame.f_code.co_filename
+        if _type(fn) is not _str or "/ipykernel_" not in fn:
+            return False
+        runner = frame.f_back
+        nodes = runner.f_back if runner is not None else None
+        cell = nodes.f_back if nodes is not None else None
+        if (runner is None or runner.f_code is not run_code_co or nodes is None or
+                nodes.f_code is not run_nodes_co or cell is None or
+                cell.f_code is not run_cell_co):
+            return False
+        if check_last:
+            loc = nodes.f_locals
+            to_run = loc.get("to_run")
+            if (_type(to_run) is not _list or not to_run or _type(to_run[-1]) is not _tuple or
+                    to_run[-1][0] is not loc.get("node")):
+                return False
+        below = cell.f_back
+        while below is not None:
+            co = below.f_code
+            if co is run_code_co or co is run_nodes_co or co is run_cell_co:
+                return False
+            name = co.co_filename
+            if _type(name) is not _str or "/ipykernel_" in name:
+                return False
+            below = below.f_back
+        return True
+
     sh_dict, sh_traits, sh_lists = lists_of(
         shell, ["input_transformers_post", "input_transformers_cleanup", "ast_transformers"])
     tm = shell.input_transformer_manager
@@ -97,6 +230,29 @@ def _onelab_guard():
         handlers = k_dict.get("shell_handlers")
         if type(handlers) is dict:
             handlers_snap = list(handlers.items())
+    # The compiler and the modules whose globals the cell machinery looks up at run time
+    # (ast.fix_missing_locations, interactiveshell.Module, compile, exec, ...): a replaced one
+    # could run other code than the cell's, or drop its statements, before the mark.
+    compiler = sh_dict.get("compile")
+    compiler_classes = [("compile." + c.__name__ + ".", c.__dict__,
+                         [(n, c.__dict__[n]) for n in ("__call__", "cache", "ast_parse",
+                                                       "get_code_name", "format_code_name",
+                                                       "extra_flags") if n in c.__dict__])
+                        for c in type(compiler).__mro__] if compiler is not None else []
+    watched_modules = []
+    for modname in ("ast", "codeop", "IPython.core.interactiveshell", "IPython.core.compilerop"):
+        mod = sys.modules.get(modname)
+        if mod is not None:
+            md = _getattr_obj(mod, "__dict__")
+            watched_modules.append((modname + ".", md, list(md.items()), frozenset(md)))
+    # AST node classes: a property on ast.Assert.test would compile every assert as another
+    ast_classes = [(k, v.__dict__, list(v.__dict__.items()))
+                   for k, v in _getattr_obj(_ast, "__dict__").items()
+                   if _type(v) is type and issubclass(v, _ast.AST)]
+    builtins_dict = builtins.__dict__
+    builtins_snap = [(n, builtins_dict.get(n)) for n in ("compile", "exec", "eval")]
+    marker_class_dict = OneLabCompletionMark.__dict__
+    marker_dict = _getattr_obj(marker, "__dict__")
     custom_exc_default = sh_dict.get("custom_exceptions", sh_traits.get("custom_exceptions"))
     sticky = []
     seq = [0]
@@ -134,7 +290,33 @@ def _onelab_guard():
         for name, fn in shell_own:
             if sh_dict.get(name) is not fn:
                 bad.append("shell." + name)
-        for prefix, proxy, snap in shell_classes + kernel_classes:
+        if sh_dict.get("compile") is not compiler:
+            bad.append("shell.compile")
+        if (_type(marker) is not OneLabCompletionMark or
+                marker_class_dict.get("visit") is not marker_visit or _len(marker_dict)):
+            bad.append("completion-mark")
+        for prefix, md, items, keys in watched_modules:
+            if _len(md) != _len(keys):
+                for k in md:
+                    if _type(k) is not _str or (not k.startswith("__") and k not in keys):
+                        bad.append(prefix + "globals")
+                        break
+            for k, v in items:
+                if md.get(k) is not v:
+                    bad.append(prefix + k)
+                    break
+        for k, cd, items in ast_classes:
+            if _len(cd) != _len(items):
+                bad.append("ast." + k)
+                continue
+            for n, v in items:
+                if cd.get(n) is not v:
+                    bad.append("ast." + k)
+                    break
+        for name, fn in builtins_snap:
+            if builtins_dict.get(name) is not fn:
+                bad.append("builtins." + name)
+        for prefix, proxy, snap in shell_classes + kernel_classes + compiler_classes:
             for name, fn in snap:
                 if proxy.get(name) is not fn:
                     bad.append(prefix + name)
@@ -178,6 +360,10 @@ def _onelab_guard():
                     fn = args[0].co_filename
                     if _type(fn) is _str and "/ipykernel_" in fn:
                         emit("X", fn, "", flags())
+            elif event == MARK:
+                frame = getframe(1)  # whoever called sys.audit
+                if mark_ok(frame):
+                    emit("D", frame.f_code.co_filename, describe(args), flags())
             elif event in suspicious:
                 if event not in sticky:
                     sticky.append(event)
@@ -190,6 +376,7 @@ def _onelab_guard():
             pass
 
     sys.addaudithook(hook)
+    emit("R", "guard", "mark" if can_mark else "no-mark", [])
 
 
 _onelab_guard()

@@ -13,14 +13,16 @@ Payload: {"key": hex, "notebook": {"cells": [{"cell_type", "source", "metadata"}
 Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result)}, where
           result = {"status": "ok" | "timeout" | "error", "reason": str, "seconds": s,
                     "cells": [{"outputs": [...], "execution_count": int | null, "executed": bool,
-                               "verified": bool, "why": str}]}
+                               "verified": bool, "why": str, "completed": bool | null,
+                               "value": "n:<number>" | "none" | "o:<type>" | "-" | ""}]}
 
 The learner's code runs in the kernel, a child of this process, and must not be able to forge
 the reply: the kernel's stdout and stderr go to /dev/null (the reply goes to a private copy of
 the real stdout), this process is made non-dumpable (no ptrace, no /proc/<pid>/fd or mem for the
 same uid), and the reply is signed with a key only this process has seen. A test cell is
 "verified" when the guard inside the kernel (graders/guard.py) attests that the kernel compiled
-exactly the cell's source (after IPython's stock transforms) and executed it, untampered.
+exactly the cell's source (after IPython's stock transforms) and executed it, untampered;
+"completed" when the guard attests that IPython ran the cell to its end (no statement raised).
 """
 
 import base64
@@ -98,21 +100,34 @@ def expected_digest(source):
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def verdict(records, source):
-    """(verified, why) for one test cell from the records made while it ran."""
+def verdict(records, source, marks=True):
+    """(verified, why, completed, value) for one test cell from the records made while it ran.
+
+    verified: the kernel compiled exactly this cell's source, once, and executed it, with
+    nothing tampered. completed: IPython ran the cell's completion mark, i.e. no statement of
+    the test raised (None when the guard could not install the mark: then the outputs decide,
+    as in stock nbgrader). value: the last expression's value as the mark recorded it."""
     flagged = sorted({f for r in records for f in r[4]})
     if flagged:
-        return False, "the notebook tampered with grading (" + ", ".join(flagged) + ")"
+        return False, "the notebook tampered with grading (" + ", ".join(flagged) + ")", False, ""
     want = expected_digest(source)
     compiled = [r for r in records if r[1] == "C"]
-    if not any(r[3] == want for r in compiled):
+    matching = [r for r in compiled if r[3] == want]
+    if not matching:
         if compiled:
-            return False, "the kernel ran different code than this test cell"
-        return False, "this test cell never ran"
-    files = {r[2] for r in compiled if r[3] == want}
-    if not any(r[1] == "X" and r[2] in files for r in records):
-        return False, "this test cell was compiled but never executed"
-    return True, ""
+            return False, "the kernel ran different code than this test cell", False, ""
+        return False, "this test cell never ran", False, ""
+    seq, _, cell_file, _, _ = matching[0]
+    if len(matching) > 1 or sum(1 for r in compiled if r[2] == cell_file) > 1:
+        return False, "this test cell was compiled more than once while it ran", False, ""
+    if not any(r[1] == "X" and r[2] == cell_file for r in records):
+        return False, "this test cell was compiled but never executed", False, ""
+    if not marks:
+        return True, "", None, ""
+    done = [r for r in records if r[1] == "D" and r[2] == cell_file and r[0] > seq]
+    if not done:
+        return True, "", False, ""
+    return True, "", True, done[-1][3]
 
 
 class Outputs:
@@ -429,7 +444,8 @@ def main():
             if i in verify:
                 att.drain()
                 earlier = [r for r in att.records[:start] if r[4]]
-                verdicts[i] = verdict(earlier + att.records[start:], cell["source"])
+                with_mark = any(r[1] == "R" and r[3] == "mark" for r in att.records[:start])
+                verdicts[i] = verdict(earlier + att.records[start:], cell["source"], with_mark)
     except Exception as e:  # a kernel that never answered, a broken notebook: say so
         status, reason = "error", f"{type(e).__name__}: {str(e)[:500]}"
     finally:
@@ -439,10 +455,13 @@ def main():
         except Exception:
             pass
     mark("kernel stopped")
+    none = (False, "this test cell never ran", False, "")
     out_cells = [{"outputs": c["outputs"], "execution_count": c["execution_count"],
                   "executed": i in executed,
-                  "verified": verdicts.get(i, (False, ""))[0],
-                  "why": verdicts.get(i, (False, "this test cell never ran"))[1]}
+                  "verified": verdicts.get(i, none)[0],
+                  "why": verdicts.get(i, none)[1],
+                  "completed": verdicts.get(i, none)[2],
+                  "value": verdicts.get(i, none)[3]}
                  for i, c in enumerate(cells)]
     result = json.dumps({"status": status, "reason": reason, "cells": out_cells, "marks": marks,
                          "seconds": round(time.monotonic() - started, 3)})

@@ -81,6 +81,45 @@ def merge(nb: NotebookNode, run: sandbox.Execution) -> None:
         elif not got.get("verified"):
             why = got.get("why") if isinstance(got.get("why"), str) else ""
             cell.outputs.append(grading_error(why or "this test did not run as written"))
+        elif got.get("completed") is False:
+            # It raised, whatever the kernel reported: show nbgrader an error if it hid one.
+            if not any(o.output_type == "error" for o in cell.outputs):
+                cell.outputs.append(grading_error(
+                    "this test did not finish: one of its statements raised an error, and the "
+                    "notebook kept the error from being shown"))
+        elif got.get("completed") is True:
+            cell.outputs = attested_results(cell.outputs, got.get("value"), cell.execution_count)
+
+
+def _number(text: Any) -> bool:
+    try:
+        float("".join(text) if isinstance(text, list) else str(text))
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def attested_results(outputs: list, value: Any, count: int | None) -> list:
+    """A finished test cell's displayed result (nbgrader's partial credit) as the guard
+    recorded it, not as the kernel reported it: a number is the recorded number; nothing
+    recorded is no result; any other value keeps its display only if that is not a number."""
+    value = value if isinstance(value, str) else "-"
+    number = value[2:] if value.startswith("n:") else None
+    kept, shown = [], False
+    for o in outputs:
+        text = o.get("data", {}).get("text/plain", "") if o.output_type == "execute_result" else ""
+        text = "".join(text) if isinstance(text, list) else text
+        if o.output_type != "execute_result":
+            kept.append(o)
+        elif number is not None and not shown and text == number:
+            kept.append(o)  # the kernel showed what was recorded: keep its display as it is
+            shown = True
+        elif value.startswith("o:") and not _number(text):
+            kept.append(o)
+    if number is not None and not shown:
+        kept.append(new_output("execute_result", data={"text/plain": number},
+                               execution_count=count))
+    return kept
 
 
 class RestoreSourceMetadata(NbGraderPreprocessor):

@@ -77,6 +77,26 @@ def test_runs_are_resumable(honest_class, image):
 
 
 # -- hostile submissions ---------------------------------------------------------------------
+# Drops every error message and turns an error's execute_reply into "ok": the kernel reports
+# every failed test as passed (stock nbgrader, and OneLab before the completion mark, gave 6).
+SESSION_SEND = """k = get_ipython().kernel
+_orig = k.session.send
+def _send(stream, msg_or_type, content=None, *a, **kw):
+    if isinstance(msg_or_type, dict):
+        t, c = msg_or_type['header']['msg_type'], msg_or_type.get('content', {})
+    else:
+        t, c = msg_or_type, content
+    if t == 'error':
+        return None
+    if t == 'execute_reply' and isinstance(c, dict) and c.get('status') == 'error':
+        c = {'status': 'ok', 'execution_count': c.get('execution_count'),
+             'user_expressions': {}, 'payload': []}
+        if isinstance(msg_or_type, dict):
+            msg_or_type['content'] = c
+        else:
+            content = c
+    return _orig(stream, msg_or_type, content, *a, **kw)
+k.session.send = _send"""
 # (name, answers, extra cells inserted after the first answer, score it must get)
 HOSTILE = [
     ("fork_bomb", WRONG, "import os\nfor _ in range(100000):\n    try:\n        os.fork()\n"
@@ -127,6 +147,22 @@ HOSTILE = [
      "get_ipython().events.register('pre_run_cell', _skip)\n"
      "get_ipython().events.register('post_run_cell', _clear)", 0),
     ("exit_hook", WRONG, "import atexit\natexit.register(print, 'bye')\nexit()", 0),
+    # reporting, messaging and display layers: the kernel says a failed test passed
+    ("session_send", WRONG, SESSION_SEND, 0),
+    ("bdb_quit", WRONG, "import bdb\ndef add(a, b):\n    raise bdb.BdbQuit()\n"
+     "def squares(n):\n    raise bdb.BdbQuit()", 0),
+    # the cell machinery's globals: the asserts compile as something else
+    ("module_global", WRONG,
+     "import ast, IPython.core.interactiveshell as ish\n_M = ish.Module\n"
+     "def _mod(body, ti):\n    return _M([ast.Pass(lineno=n.lineno, col_offset=0) "
+     "if isinstance(n, ast.Assert) else n for n in body], ti)\nish.Module = _mod", 0),
+    ("ast_property", WRONG,
+     "import ast\ndef _true(self):\n    c = ast.Constant(True)\n    c.lineno = c.end_lineno = 1\n"
+     "    c.col_offset = c.end_col_offset = 0\n    return c\n"
+     "ast.Assert.test = property(_true, lambda self, v: None)", 0),
+    # the completion mark called by the learner's own code, before the test fails
+    ("forged_mark", WRONG, "import sys\ndef add(a, b):\n    sys.audit('onelab.cell-completed')\n"
+     "    return 0\ndef squares(n):\n    sys.audit('onelab.cell-completed', 6)\n    return []", 0),
 ]
 
 
@@ -262,6 +298,9 @@ def test_nothing_leaks_out_of_the_sandbox(hostile_run):
 
 def test_reasons_reach_the_feedback(hostile_run):
     course, got, _ = hostile_run
+    assert "did not finish" in outputs_text(course, "session_send")
+    assert "tampered with grading" in outputs_text(course, "module_global")
+    assert "tampered with grading" in outputs_text(course, "ast_property")
     assert "tampered with grading" in outputs_text(course, "neutralise_transformer") or \
         "different code" in outputs_text(course, "neutralise_transformer")
     assert "memory" in " ".join(got["memory_bomb"].notes) or "Kernel died" in " ".join(
