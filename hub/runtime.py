@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from hub import firewall
 from hub.state import ensure_state_dir, proxy_token
 from images.table import learner_image
 from onelab import dockerdoor
@@ -139,6 +140,8 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     gateway = dockerdoor.ensure_network(settings.spawner.network,
                                         internal=settings.spawner.network_internal)
     dockerdoor.ensure_volume(settings.spawner.datasets_volume, "datasets")
+    if settings.spawner.host_firewall:
+        firewall.install(firewall.door(settings))  # before any learner can start
     env = dict(os.environ)
     cfg = config_file()
     if cfg is not None:
@@ -234,6 +237,18 @@ def stop(settings: Settings, keep_servers: bool = False, echo: Echo = print) -> 
                                                        settings.spawner.container_prefix})
         if n:
             echo(f"{n} learner container(s) stopped (homes kept)")
+        _remove_firewall(settings, echo)
+
+
+def _remove_firewall(settings: Settings, echo: Echo) -> None:
+    """The rules go with the learners; with --keep-servers they stay, guarding those still
+    running."""
+    try:
+        door = firewall.door(settings)
+    except OneLabError:
+        return  # no learner network: nothing was installed
+    if firewall.remove(door):
+        echo("learner network firewall rules removed")
 
 
 def status(settings: Settings) -> dict[str, object]:
@@ -250,9 +265,14 @@ def status(settings: Settings) -> dict[str, object]:
             learners.append((ctr.labels.get("onelab.user", "?"), ctr.status))
     except OneLabError:
         learners = []
+    try:
+        rules = firewall.rules(firewall.door(settings))
+    except OneLabError:
+        rules = []
     return {"url": settings.public_url, "hub": hub.pid if hub.alive else None,
             "proxy": proxy.pid if proxy.alive else None, "healthy": healthy,
-            "learners": learners, "image": learner_image(settings)}
+            "learners": learners, "image": learner_image(settings),
+            "firewall": {"enabled": settings.spawner.host_firewall, "rules": rules}}
 
 
 def follow(settings: Settings, echo: Echo = print) -> None:

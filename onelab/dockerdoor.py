@@ -91,6 +91,20 @@ def ensure_network(name: str, *, internal: bool) -> str:
     raise DockerUnavailable(f"Docker network {name} has no IPv4 gateway")
 
 
+def network_bridge(name: str) -> tuple[str, str]:
+    """(host interface, gateway address) of a bridge network, for firewall rules."""
+    try:
+        net = client().networks.get(name)
+    except NotFound:
+        raise DockerUnavailable(f"Docker network {name} does not exist") from None
+    bridge = (net.attrs.get("Options") or {}).get("com.docker.network.bridge.name") or \
+        f"br-{net.id[:12]}"
+    for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+        if cfg.get("Gateway"):
+            return bridge, cfg["Gateway"]
+    raise DockerUnavailable(f"Docker network {name} has no IPv4 gateway")
+
+
 def ensure_volume(name: str, role: str) -> None:
     c = client()
     try:

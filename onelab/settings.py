@@ -132,6 +132,10 @@ class SpawnerSettings(Section):
     network_internal: bool = Field(
         True, description="Learner containers reach only the hub, not the outside world.",
     )
+    host_firewall: bool = Field(
+        True, description="On the host, learner containers reach only the hub's API and the "
+        "exchange (iptables rules that `onelab up` installs and `onelab down` removes).",
+    )
     mem_limit: str = "2G"
     cpu_limit: float = Field(1.0, gt=0, le=256)
     pids_limit: int = Field(512, ge=64, le=65536)

@@ -61,6 +61,11 @@ def cmd_status(s: Settings, a: argparse.Namespace) -> int:
         _echo(f"hub      {'pid ' + str(st['hub']) if st['hub'] else 'stopped'}")
         _echo(f"proxy    {'pid ' + str(st['proxy']) if st['proxy'] else 'stopped'}")
         _echo(f"image    {st['image']}")
+        fw = st["firewall"]
+        _echo("firewall " + ("off (spawner.host_firewall: false)" if not fw["enabled"] else
+                             f"{len(fw['rules'])} rule(s)" if fw["rules"] else
+                             "not installed (run `onelab up`)")
+              + "".join(f"\n  {r}" for r in fw["rules"]))
         learners = st["learners"]
         _echo(f"learners {len(learners)} container(s)" + "".join(
             f"\n  {u:<24} {state}" for u, state in learners))
