@@ -10,6 +10,7 @@ sources and metadata are the grader's own copy.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,44 @@ def attested_results(outputs: list, value: Any, count: int | None) -> list:
     return kept
 
 
+_HTML_TAG = re.compile(r"<[A-Za-z!/?]")
+_ACTIVE_SVG = re.compile(r"<\s*(script|foreignObject|iframe|object|embed)|\son\w+\s*=|"
+                         r"javascript:|href\s*=\s*[\"']?\s*data:", re.I)
+
+
+def inert(nb: NotebookNode) -> None:
+    """Make what the learner wrote or printed inert for whoever views it as HTML.
+
+    The graded notebook is what staff open in the formgrader (on the hub's own origin, with
+    their session) and what feedback is made from; nbgrader's formgrade template renders
+    markdown and raw cells and HTML outputs as they are. So here: scripts, event handlers and
+    javascript: links in markdown, raw cells and HTML/Markdown/SVG outputs are escaped by
+    nbconvert's own sanitizer (bleach); JavaScript outputs are dropped. Plain formatting,
+    images and plots stay. The submitted files themselves are never touched."""
+    from nbconvert.filters import clean_html
+
+    for cell in nb.cells:
+        if cell.cell_type == "raw" or (cell.cell_type == "markdown" and
+                                       _HTML_TAG.search(cell.source or "")):
+            cell.source = clean_html(cell.source)
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if not isinstance(data, dict):
+                continue
+            data.pop("application/javascript", None)
+            for mime in ("text/html", "text/markdown"):
+                if mime in data:
+                    text = data[mime]
+                    data[mime] = clean_html("".join(text) if isinstance(text, list) else text)
+            svg = data.get("image/svg+xml")
+            if svg is not None:
+                text = "".join(svg) if isinstance(svg, list) else str(svg)
+                if _ACTIVE_SVG.search(text):
+                    data["image/svg+xml"] = clean_html(text)
+            if not data:
+                data["text/plain"] = "[OneLab: a script output was removed]"
+
+
 class RestoreSourceMetadata(NbGraderPreprocessor):
     """Make every cell's nbgrader metadata the source's, before nbgrader's own sanitizing.
 
@@ -203,6 +242,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             run = sandbox.execute(payload, files, self.image, limits, kernel=kernel,
                                   verify=tests, prestart=self.prestart)
         merge(nb, run)
+        inert(nb)
         if run.status != "ok":
             self.log.warning("Sandbox: %s (%s)", run.status, run.reason)
         self._report(resources, run)

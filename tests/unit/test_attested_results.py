@@ -56,3 +56,30 @@ def test_a_completed_test_without_errors_stays_clean():
                                   "verified": True, "completed": True, "value": "-"}])
     merge(nb, run)
     assert nb.cells[0].outputs == []
+
+
+def test_learner_html_is_inert_in_the_graded_notebook():
+    from nbformat.v4 import new_markdown_cell, new_raw_cell
+
+    from graders.preprocessor import inert
+
+    cell = new_code_cell("x")
+    cell.outputs = [
+        new_output("display_data", data={"text/html": "<b>ok</b><script>steal()</script>",
+                                         "text/plain": "ok"}),
+        new_output("display_data", data={"application/javascript": "steal()"}),
+        new_output("display_data", data={"image/svg+xml": "<svg onload='steal()'></svg>"}),
+        new_output("display_data", data={"image/svg+xml": "<svg><circle r='1'/></svg>"}),
+    ]
+    nb = new_notebook(cells=[new_markdown_cell("**answer** <img src=x onerror=steal()>"),
+                             new_markdown_cell("`a < b` is *fine*"),
+                             new_raw_cell("<script>steal()</script>"), cell])
+    inert(nb)
+    assert "<img" not in nb.cells[0].source and "**answer**" in nb.cells[0].source
+    assert nb.cells[1].source == "`a < b` is *fine*"  # no tag: left as written
+    assert "<script" not in nb.cells[2].source
+    html, js, bad_svg, good_svg = (o["data"] for o in cell.outputs)
+    assert "<b>ok</b>" in html["text/html"] and "<script" not in html["text/html"]
+    assert "application/javascript" not in js and "removed" in js["text/plain"]
+    assert "<svg" not in bad_svg["image/svg+xml"]
+    assert good_svg["image/svg+xml"] == "<svg><circle r='1'/></svg>"
