@@ -4,6 +4,10 @@ One table, ``onelab_accounts``, beside JupyterHub's tables (SQLite or PostgreSQL
 ``hub.db_url`` says), so a backup of the hub database holds the accounts too. Passwords are
 hashed with scrypt (stdlib, memory-hard) and a per-account salt; only the hash is stored.
 The CLI (``onelab users``) and the hub's authenticator both use this module.
+
+Removing a user for good (:func:`remove_user`) reaches further: their server, hub user and
+tokens (through the hub's API), and their home volume, kept aside under a dated name so a new
+account with the same name starts empty (:func:`kept_home_name`, :func:`restore_home`).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ import csv
 import hashlib
 import hmac
 import io
+import re
 import secrets
-from dataclasses import dataclass
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from onelab.errors import OneLabError
-from onelab.settings import USERNAME
+from onelab.errors import DockerUnavailable, OneLabError
+from onelab.settings import USERNAME, Settings
 
 _meta = sa.MetaData()
 accounts_table = sa.Table(
@@ -165,10 +172,12 @@ class Accounts:
             return None
         return Account(row.name, row.full_name, row.admin, row.created)
 
-    def import_csv(self, text: str, *, replace: bool = False) -> list[tuple[str, str]]:
+    def import_csv(self, text: str, *, replace: bool = False,
+                   check_new: Callable[[str], object] | None = None) -> list[tuple[str, str]]:
         """Add a class list. Columns: username (required), password, full_name, admin.
 
-        Every row is checked before any is written, so a bad row adds nobody. Returns
+        Every row is checked before any is written, so a bad row adds nobody; `check_new`
+        (e.g. :func:`fresh_home_check`) may refuse a name that has no account yet. Returns
         (username, password) for rows whose password was generated, to hand out.
         """
         reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
@@ -193,11 +202,14 @@ class Accounts:
                 if rec.get("password"):
                     self.check_new_password(rec["password"])
                 admin = rec.get("admin", "").lower() in ("1", "true", "yes", "y")
+                exists = self.get(name) is not None
+                if exists and not replace:
+                    raise AccountError(f"user {name} exists already "
+                                       "(use --replace to reset existing accounts)")
+                if not exists and check_new is not None:
+                    check_new(name)
             except AccountError as e:
                 raise AccountError(f"class list line {lineno}: {e}") from None
-            if not replace and self.get(name) is not None:
-                raise AccountError(f"class list line {lineno}: user {name} exists already "
-                                   "(use --replace to reset existing accounts)")
             seen.add(name)
             pw = rec.get("password") or generate_password()
             if not rec.get("password"):
@@ -209,3 +221,225 @@ class Accounts:
 
 
 _DUMMY = hash_password("not-a-real-password")
+
+
+# -- removing a user for good, and their home ------------------------------------------------
+
+KEPT_ROLE = "home-kept"
+Echo = Callable[[str], None]
+
+
+def docker_name(name: str) -> str:
+    """The username as DockerSpawner writes it into container and volume names (its default
+    escape: a-z and 0-9 kept, any other character as -XX), so we find the spawner's volume."""
+    from escapism import escape
+
+    return escape(name, set(string.ascii_lowercase + string.digits), escape_char="-").lower()
+
+
+def home_volume(settings: Settings, name: str) -> str:
+    """The name of the user's home volume, rendered as DockerSpawner renders spawner.home_volume."""
+    from images.table import learner_image
+
+    esc = docker_name(name)
+    return settings.spawner.home_volume.format(
+        username=esc, safe_username=esc, raw_username=name, servername="", raw_servername="",
+        prefix=settings.spawner.container_prefix,
+        imagename=learner_image(settings).replace("/", "-").replace(":", "-"))
+
+
+def kept_home_name(volume: str, when: datetime) -> str:
+    """`<volume>.removed-20261201T101500Z`: where a removed user's home is kept (UTC)."""
+    if when.tzinfo is None:
+        raise ValueError("kept_home_name needs an aware datetime")
+    return f"{volume}.removed-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def kept_homes(settings: Settings, name: str) -> list[str]:
+    """The user's earlier homes kept aside, oldest first."""
+    from onelab import dockerdoor
+
+    pattern = re.compile(re.escape(home_volume(settings, name)) + r"\.removed-\d{8}T\d{6}Z")
+    return sorted(v.name for v in dockerdoor.volumes(**{dockerdoor.ROLE_LABEL: KEPT_ROLE})
+                  if pattern.fullmatch(v.name))
+
+
+def _kept_labels(name: str, volume: str, when: datetime) -> dict[str, str]:
+    from onelab.dockerdoor import ROLE_LABEL
+
+    return {ROLE_LABEL: KEPT_ROLE, "onelab.user": name, "onelab.kept-from": volume,
+            "onelab.removed": when.astimezone(UTC).isoformat(timespec="seconds")}
+
+
+def _keep_aside(settings: Settings, name: str, volume: str, when: datetime) -> tuple[str, int, int]:
+    """Copy the volume to its dated name, verified, then remove it: (kept name, entries, bytes)."""
+    from images.table import learner_image
+    from onelab import dockerdoor
+
+    kept = kept_home_name(volume, when)
+    entries, size = dockerdoor.copy_volume(volume, kept, learner_image(settings),
+                                           labels=_kept_labels(name, volume, when))
+    dockerdoor.remove_volume(volume)
+    return kept, entries, size
+
+
+def fresh_home_check(settings: Settings, name: str) -> list[str]:
+    """Before a new account: refuse a name whose home volume is still there (removed by an
+    older OneLab, or by hand: the newcomer would get someone else's files); return notes
+    naming the earlier homes kept aside."""
+    from onelab import dockerdoor
+
+    try:
+        dockerdoor.client()
+    except DockerUnavailable:
+        return ["note: Docker does not answer, so earlier homes of this name were not checked"]
+    home = home_volume(settings, name)
+    if dockerdoor.volume_exists(home):
+        raise AccountError(f"a home volume {home} of an earlier {name} is still there and a new "
+                           f"{name} would get it; run `onelab users remove {name}` first (it "
+                           "keeps the home aside), then add them")
+    return [f"note: an earlier home of {name} is kept as volume {v}; {name} starts with a fresh, "
+            f"empty home; restore it with `onelab users restore-home {name} {v}`"
+            for v in kept_homes(settings, name)]
+
+
+@dataclass
+class Removal:
+    """What `remove_user` did, step by step."""
+
+    name: str
+    account_removed: bool = False
+    containers: list[str] = field(default_factory=list)
+    tokens_revoked: int = 0
+    hub_user_deleted: bool = False
+    home: str | None = None  # the home volume as it was
+    kept_as: str | None = None  # its dated copy, unless it was deleted
+    home_deleted: bool = False
+
+
+def remove_user(settings: Settings, name: str, *, delete_home: bool = False,
+                echo: Echo = print) -> Removal:
+    """Remove a user for good: login, server, tokens, hub user; keep or delete their home.
+
+    Needs the hub running: only the hub can revoke the user's tokens and end their sessions
+    (tokens left in its database would work again at its next start), so with the hub down
+    this refuses before changing anything. Each step is idempotent: after a failure, running
+    it again finishes the job. The local account goes first, so no new login can race it.
+    """
+    from hub.state import admin_token
+    from images.table import learner_image
+    from onelab import dockerdoor
+    from onelab.hubclient import Hub
+
+    accounts = Accounts(settings.db_url, settings.auth.min_password_length)
+    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    if not hub.healthy():
+        raise AccountError(f"the hub is not running at {settings.public_url}, and only the hub "
+                           f"can revoke {name}'s tokens and sessions: start the platform "
+                           "(`onelab up --detach`) and run this again; nothing was changed")
+    dockerdoor.client()
+    account, hub_user = accounts.get(name), hub.user(name)
+    labels = {"onelab.user": name, "onelab.instance": settings.spawner.container_prefix}
+    home = home_volume(settings, name)
+    has_home = dockerdoor.volume_exists(home)
+    if not (account or hub_user or has_home or dockerdoor.containers("learner", **labels)):
+        raise AccountError(f"no user {name}: no local account, hub user, server or home volume "
+                           "(see `onelab users list`)")
+    if name in settings.hub.admin_users:
+        raise AccountError(f"{name} is in hub.admin_users, so the hub would make them again at "
+                           "its next start; take them out of that setting first")
+    if (account and account.admin) or (hub_user and hub_user.get("admin")):
+        others = ({a.name for a in accounts.all() if a.admin}
+                  | {u["name"] for u in hub.users() if u.get("admin")}) - {name}
+        if not others:
+            raise AccountError(f"{name} is the last admin; make another one first (`onelab users "
+                               f"add NAME --admin`), then remove {name}")
+    if has_home and not delete_home:
+        dockerdoor.require_image(learner_image(settings), "learner image (copies the home)")
+
+    r = Removal(name, home=home if has_home else None)
+    if account:
+        accounts.remove(name)
+        r.account_removed = True
+        echo(f"local account {name} removed: their password no longer logs in")
+    r.containers = [c.name for c in dockerdoor.containers("learner", **labels)]
+    if hub_user:
+        if hub_user.get("servers") or hub_user.get("pending"):
+            hub.stop(name, wait=settings.spawner.start_timeout)
+        r.tokens_revoked = hub.revoke_tokens(name)
+        hub.delete_user(name)
+        r.hub_user_deleted = True
+    dockerdoor.remove_containers("learner", **labels)  # any the hub did not know of
+    if r.containers:
+        echo(f"server stopped: container {', '.join(r.containers)} removed")
+    if hub_user:
+        echo(f"hub user {name} deleted, {r.tokens_revoked} API token(s) revoked (their server's "
+             "too) and their login sessions ended")
+    if has_home and delete_home:
+        dockerdoor.remove_volume(home)
+        r.home_deleted = True
+        echo(f"deleted: volume {home} ({name}'s home, all its files)")
+    elif has_home:
+        r.kept_as, entries, size = _keep_aside(settings, name, home, datetime.now(UTC))
+        echo(f"home kept: volume {home} is now {r.kept_as} ({entries} files and folders, "
+             f"{size} bytes, copy verified); restore it with `onelab users restore-home {name} "
+             f"{r.kept_as}`, or delete it with `docker volume rm {r.kept_as}`")
+    else:
+        echo(f"no home volume {home} (they never started a server)")
+    for line in _still_named(settings, name):
+        echo(line)
+    return r
+
+
+def _still_named(settings: Settings, name: str) -> list[str]:
+    """Notes for what still names the user and is not ours to change: course specs, OAuth."""
+    from hub.courses import course_specs
+
+    notes = []
+    try:
+        courses = [c.id for c in course_specs(settings) if name in c.all_learners()
+                   or name in c.instructors or name in c.assistants]
+    except OneLabError:
+        courses = []
+    if courses:
+        notes.append(f"note: {name} is still listed in course(s) {', '.join(courses)}: take them "
+                     "out of the course.yml (or its learners CSV), or the hub lists them again at "
+                     f"its next start (no password, no tokens) and a new {name} joins the course "
+                     "and its kept submissions")
+    if settings.auth.kind == "oauth":
+        notes.append(f"note: with auth.kind oauth the identity provider decides who logs in; "
+                     f"remove {name} there too, or they come back with a new, empty home")
+    return notes
+
+
+def restore_home(settings: Settings, name: str, volume: str, echo: Echo = print) -> str:
+    """Make a kept home the user's home again (a verified copy; the kept volume then goes).
+
+    A home the user has now is not overwritten: it is kept aside first, dated, like any other.
+    Their server must be stopped, so that no container writes to either volume meanwhile.
+    """
+    from images.table import learner_image
+    from onelab import dockerdoor
+
+    dockerdoor.client()
+    kept = kept_homes(settings, name)
+    if volume not in kept:
+        raise AccountError(f"{volume} is not a kept home of {name}; kept: "
+                           f"{', '.join(kept) or 'none'}")
+    if dockerdoor.containers("learner", **{"onelab.user": name, "onelab.instance":
+                                           settings.spawner.container_prefix}):
+        raise AccountError(f"{name}'s server is running; stop it first (hub Admin page → Stop "
+                           "Server) and run this again")
+    image = learner_image(settings)
+    dockerdoor.require_image(image, "learner image (copies the home)")
+    home = home_volume(settings, name)
+    if dockerdoor.volume_exists(home):
+        aside, entries, size = _keep_aside(settings, name, home, datetime.now(UTC))
+        echo(f"the current home of {name} is kept as volume {aside} ({entries} files and "
+             f"folders, {size} bytes)")
+    entries, size = dockerdoor.copy_volume(volume, home, image, labels={
+        dockerdoor.ROLE_LABEL: "home", "onelab.user": name, "onelab.restored-from": volume})
+    dockerdoor.remove_volume(volume)
+    echo(f"restored: {volume} is {name}'s home {home} again ({entries} files and folders, "
+         f"{size} bytes, copy verified)")
+    return home

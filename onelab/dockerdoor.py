@@ -232,3 +232,114 @@ def run_piped(args: list[str], name: str, stdin: bytes, *, timeout: float,
     back, at most `max_output` bytes of it. Past `timeout` the container is killed. Whatever
     happens, the container named `name` is gone when this returns."""
     return PipedContainer(args, name, max_output=max_output).finish(stdin, timeout=timeout)
+
+
+# -- volumes: kept, copied, removed --------------------------------------------------------
+
+def volume_exists(name: str) -> bool:
+    try:
+        client().volumes.get(name)
+        return True
+    except NotFound:
+        return False
+
+
+def volumes(**labels: str) -> list[Any]:
+    """Volumes that carry all these labels."""
+    return client().volumes.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+
+
+def remove_volume(name: str) -> bool:
+    """Remove a volume; False when there was none. One in use is an error that says so."""
+    try:
+        client().volumes.get(name).remove()
+        return True
+    except NotFound:
+        return False
+    except DockerException as e:
+        raise DockerUnavailable(f"cannot remove volume {name}: {e}; is a container still "
+                                "using it?") from None
+
+
+# Runs as root inside the copy container: `cp -a` keeps owners, modes, times and links; then
+# both trees are walked and compared (entries, bytes, and a digest of every entry's path, type,
+# size, mode and owner), so a copy that lost a file or an owner is caught before the source goes.
+_COPY_SCRIPT = r"""
+import hashlib, json, os, stat, subprocess, sys
+cp = subprocess.run(["cp", "-a", "/from/.", "/to/"], capture_output=True, text=True)
+if cp.returncode:
+    sys.exit("cp failed: " + cp.stderr.strip()[-500:])
+def tree(top):
+    entries = size = 0
+    st = os.lstat(top)
+    rows = [f".\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}"]
+    for d, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            entries += 1
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                size += st.st_size
+            rows.append(f"{os.path.relpath(p, top)}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}"
+                        f"\0{st.st_size if not stat.S_ISDIR(st.st_mode) else 0}")
+    rows.sort()
+    return [entries, size, hashlib.sha256("\n".join(rows).encode()).hexdigest()]
+print(json.dumps({"from": tree("/from"), "to": tree("/to")}))
+"""
+
+
+def copy_volume(src: str, dst: str, image: str, *, labels: dict[str, str],
+                timeout: float = 3600) -> tuple[int, int]:
+    """Copy volume `src` into a new volume `dst` and verify the copy; returns (entries, bytes).
+
+    Docker cannot rename a volume, so keeping one under another name is a copy. A faithful
+    copy of owners needs root, so the helper container is root with only CHOWN, FOWNER and
+    DAC_OVERRIDE, no network, no new privileges, a read-only root and `src` mounted
+    read-only. On any failure `dst` is removed again and `src` is untouched.
+    """
+    import json
+    import uuid
+
+    from requests.exceptions import ConnectionError as ReadFailed
+    from requests.exceptions import ReadTimeout
+
+    c = client()
+    if volume_exists(dst):
+        raise DockerUnavailable(f"volume {dst} exists already; not copying {src} over it")
+    c.volumes.create(dst, labels=labels)
+    ctr, copied = None, False
+    try:
+        ctr = c.containers.run(
+            image, ["python3", "-c", _COPY_SCRIPT], entrypoint=[], detach=True,
+            name=f"onelab-volume-copy-{uuid.uuid4().hex[:8]}", user="0:0", network_mode="none",
+            cap_drop=["ALL"], cap_add=["CHOWN", "FOWNER", "DAC_OVERRIDE"],
+            security_opt=["no-new-privileges"], read_only=True, mem_limit="512m", pids_limit=64,
+            volumes={src: {"bind": "/from", "mode": "ro"}, dst: {"bind": "/to", "mode": "rw"}},
+            labels={ROLE_LABEL: "volume-copy"})
+        try:
+            code = ctr.wait(timeout=timeout)["StatusCode"]
+        except (ReadTimeout, ReadFailed):
+            raise DockerUnavailable(f"copying volume {src} took over {timeout:.0f} s; "
+                                    "nothing was removed") from None
+        out = ctr.logs(stdout=True, stderr=False).decode(errors="replace").strip()
+        err = ctr.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+        if code != 0:
+            raise DockerUnavailable(f"copying volume {src} to {dst} failed (exit {code}): "
+                                    f"{(err or out)[-300:]}; nothing was removed")
+        got = json.loads(out.splitlines()[-1])
+        if got["from"] != got["to"]:
+            raise DockerUnavailable(f"the copy of volume {src} differs from it ({got['from'][:2]}"
+                                    f" vs {got['to'][:2]} entries, bytes); nothing was removed")
+        copied = True
+        return got["from"][0], got["from"][1]
+    except DockerException as e:
+        raise DockerUnavailable(f"copying volume {src} to {dst} failed: {e}; nothing was "
+                                "removed") from None
+    finally:
+        if ctr is not None:
+            try:
+                ctr.remove(force=True)
+            except NotFound:
+                pass
+        if not copied:
+            remove_volume(dst)

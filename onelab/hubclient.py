@@ -101,6 +101,46 @@ class Hub:
             time.sleep(0.25)
         raise HubError(f"server of {name} not ready within {timeout:.0f} s")
 
+    def healthy(self) -> bool:
+        """Whether the hub answers at all (its health URL needs no token)."""
+        try:
+            return self.http.get(f"{self.url}hub/health", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every hub user, all pages of them."""
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = self.api("GET", f"users?offset={offset}&limit=200",
+                            headers={"Accept": "application/jupyterhub-pagination+json"})
+            out.extend(page["items"])
+            nxt = page["_pagination"].get("next")
+            if not nxt:
+                return out
+            offset = nxt["offset"]
+
+    def revoke_tokens(self, name: str) -> int:
+        """Delete every API token of the user (their servers' tokens too); returns how many."""
+        tokens = self.api("GET", f"users/{quote(name)}/tokens")["api_tokens"]
+        for t in tokens:
+            self.api("DELETE", f"users/{quote(name)}/tokens/{quote(t['id'])}", ok=(204, 404))
+        return len(tokens)
+
+    def delete_user(self, name: str, wait: float = 120) -> None:
+        """Delete the hub user (the hub stops a running server first and drops their tokens,
+        so their login cookies no longer name anyone); retried while a server is stopping."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.api("DELETE", f"users/{quote(name)}", ok=(204, 404))
+                return
+            except HubError as e:
+                if "-> 400" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+
     def token_for(self, name: str, note: str = "onelab") -> str:
         return self.api("POST", f"users/{quote(name)}/tokens", json={"note": note})["token"]
 

@@ -86,22 +86,32 @@ def _accounts(s: Settings):
 
 
 def cmd_users_add(s: Settings, a: argparse.Namespace) -> int:
-    from hub.accounts import generate_password
+    from hub.accounts import fresh_home_check, generate_password
 
+    name = a.name.lower()
+    accounts = _accounts(s)
+    accounts.check_name(name)
+    notes = [] if accounts.get(name) else fresh_home_check(s, name)
     password = a.password or generate_password()
-    acct = _accounts(s).add(a.name.lower(), password, admin=a.admin, full_name=a.full_name or "")
+    acct = accounts.add(name, password, admin=a.admin, full_name=a.full_name or "")
     _echo(f"added {acct.name}{' (admin)' if acct.admin else ''}")
     if not a.password:
         _echo(f"password: {password}")
+    for note in notes:
+        _echo(note)
     return 0
 
 
 def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
+    from hub.accounts import fresh_home_check
+
     try:
         text = Path(a.csv).read_text(encoding="utf-8-sig")
     except OSError as e:
         raise OneLabError(f"cannot read class list {a.csv}: {e.strerror}") from None
-    generated = _accounts(s).import_csv(text, replace=a.replace)
+    notes: list[str] = []
+    generated = _accounts(s).import_csv(text, replace=a.replace,
+                                        check_new=lambda n: notes.extend(fresh_home_check(s, n)))
     lines = ["username,password", *(f"{n},{p}" for n, p in generated)]
     if a.out:
         Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -110,6 +120,8 @@ def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
         _echo("imported")
         if generated:
             _echo("\n".join(lines))
+    for note in dict.fromkeys(notes):
+        _echo(note)
     return 0
 
 
@@ -129,8 +141,18 @@ def cmd_users_passwd(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(s: Settings, a: argparse.Namespace) -> int:
-    _accounts(s).remove(a.name)
-    _echo(f"removed {a.name} (their home volume is kept)")
+    from hub.accounts import remove_user
+
+    r = remove_user(s, a.name.lower(), delete_home=a.delete_home, echo=_echo)
+    _echo(f"removed {r.name}" + (f"; home kept as {r.kept_as}" if r.kept_as else
+                                  "; home deleted" if r.home_deleted else ""))
+    return 0
+
+
+def cmd_users_restore_home(s: Settings, a: argparse.Namespace) -> int:
+    from hub.accounts import restore_home
+
+    restore_home(s, a.name.lower(), a.volume, echo=_echo)
     return 0
 
 
@@ -346,8 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     up_ = add(users, "passwd", cmd_users_passwd, "Set (or generate) a new password.")
     up_.add_argument("name")
     up_.add_argument("--password")
-    ur = add(users, "remove", cmd_users_remove, "Remove a local account (the home is kept).")
+    ur = add(users, "remove", cmd_users_remove,
+             "Remove a user for good (login, server, tokens, hub user); keep their home aside.")
+    ur.description = (
+        "Remove a user for good: their login, server, API tokens, sessions and hub user. Their "
+        "home volume is kept under a dated name (VOLUME.removed-<UTC time>), so a new account "
+        "with the same name starts empty; --delete-home deletes it instead. Needs the platform "
+        "running (only the hub can revoke tokens and sessions); with the hub down it refuses "
+        "and changes nothing.")
     ur.add_argument("name")
+    ur.add_argument("--delete-home", action="store_true",
+                    help="delete the home volume instead of keeping it (no confirmation asked)")
+    rh = add(users, "restore-home", cmd_users_restore_home,
+             "Give a user back a home kept by `users remove` (their server must be stopped; a "
+             "home they have now is kept aside first).")
+    rh.add_argument("name")
+    rh.add_argument("volume", help="the kept volume, as `users remove` or `users add` named it")
 
     images = sub.add_parser("images", help="Learner images.").add_subparsers(dest="sub",
                                                                              required=True)
