@@ -43,8 +43,11 @@ def configure_courses(c: Config, settings: Settings, gateway: str) -> None:
         "name": EXCHANGE_SERVICE,
         "url": url,
         "command": [sys.executable, "-m", "hub.exchange_service"],
+        # the exchange's limits as resolved here (file and environment), nothing secret
         "environment": {"EXCHANGE_ROOT": str(exchange_root(settings)),
-                        "EXCHANGE_COURSES": str(settings.courses_dir or courses_dir())},
+                        "EXCHANGE_COURSES": str(settings.courses_dir or courses_dir()),
+                        **{f"ONELAB_EXCHANGE__{k.upper()}": str(v)
+                           for k, v in settings.exchange.model_dump().items()}},
         "display": False,
     }])
     # Every user may call the exchange (it decides per course what they see); a learner's

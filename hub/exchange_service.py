@@ -10,6 +10,14 @@ and can read nobody's submission, not even their own (the container keeps its co
     GET  <prefix>api/courses                      the caller's courses
     GET  <prefix>api/pull/<course>                tar.gz: outbound/<a>/..., feedback/<hash>.html
     POST <prefix>api/submit/<course>/<assignment> tar.gz of one submission -> 201 + receipt
+
+A submission is streamed to a file on the exchange's disk (never held in memory) and unpacked
+in a small thread pool (`exchange.workers`), so the event loop goes on serving everyone else
+while one upload is unpacked. The `exchange.*` limits refuse what does not fit from the
+request's headers when they can (413 too large, 429 too many submissions, 507 over quota),
+before any of the body is read (a client sending `Expect: 100-continue` sends none of it),
+and otherwise the moment the archive passes a cap; a refusal stores nothing and answers
+`{"error": "<Korean> / <English>"}`.
 """
 
 from __future__ import annotations
@@ -17,13 +25,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, Any
 
-from jupyterhub.services.auth import HubAuthenticated
+from jupyterhub.services.auth import HubAuth, HubAuthenticated
 from tornado import ioloop, web
 
-from hub.exchange_store import ExchangeError, ExchangeStore, _safe_ts, pack
+from hub.exchange_store import ExchangeError, ExchangeStore, Limits, _safe_ts, disk_full, pack
 from onelab.course import Course, load_courses
+from onelab.settings import ExchangeSettings
 
 log = logging.getLogger("onelab.exchange")
 
@@ -71,8 +83,8 @@ class Base(HubAuthenticated, web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None))[1]
         msg = str(exc) if isinstance(exc, ExchangeError) else (
             getattr(exc, "log_message", None) or self._reason)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": msg}))
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": msg}, ensure_ascii=False))
 
 
 class CoursesHandler(Base):
@@ -116,30 +128,126 @@ def feedback_files(store: ExchangeStore, course: str, learner: str) -> list[tupl
     return out
 
 
+@web.stream_request_body
 class SubmitHandler(Base):
+    """One submission: checked from its headers, streamed to disk, unpacked in the pool."""
+
+    learner: str | None = None
+    body: IO[bytes] | None = None
+    body_path: Path | None = None
+    unpacking = False
+    write_failed = False
+
+    @property
+    def uploading(self) -> set[str]:
+        """Learners with an upload in progress: one each, so nobody fills the disk with many
+        bodies at once."""
+        return self.settings["uploading"]
+
     @web.authenticated
-    def post(self, course: str, assignment: str) -> None:
+    async def prepare(self) -> None:
+        if self.request.method != "POST":
+            return  # answered 405, with no body read
+        course, assignment = self.path_args
         name, role = self.member(course)
         if role != "learner":
             raise web.HTTPError(403, "only the course's learners submit")
-        try:
-            sub = self.store.submit(course, name, assignment, self.request.body)
+        length = self.request.headers.get("Content-Length", "")
+        if not length.isdigit() or "Transfer-Encoding" in self.request.headers:
+            raise web.HTTPError(411, "제출물은 크기(Content-Length)와 함께 보내야 합니다 / "
+                                     "a submission needs a Content-Length")
+        if name in self.uploading:
+            raise web.HTTPError(429, "앞서 보낸 제출물을 아직 받는 중입니다. 끝난 뒤 다시 "
+                                     "제출하세요 / an earlier upload of yours is still in "
+                                     "progress; submit again when it is done")
+        self.uploading.add(name)
+        self.learner = name
+        try:  # refused here, before the body is read (and, with 100-continue, sent)
+            await ioloop.IOLoop.current().run_in_executor(
+                None, self.store.check_room, course, name, assignment, int(length))
         except ExchangeError as e:
             raise web.HTTPError(e.status, str(e)) from None
+        self.request.connection.set_max_body_size(self.store.limits.max_upload)
+        self.body_path = self.store.uploads_dir() / f"{name}-{secrets.token_hex(8)}"
+        # a quick local open; every write after it goes straight to this file
+        self.body = open(self.body_path, "w+b")  # noqa: ASYNC230, SIM115 (closed in _done)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.body is not None and not self.write_failed:
+            try:
+                self.body.write(chunk)
+            except OSError:  # the disk filled up: answered once the body has arrived
+                self.write_failed = True
+
+    async def post(self, course: str, assignment: str) -> None:
+        assert self.body is not None and self.learner is not None
+        name = self.learner
+        self.unpacking = True
+        try:
+            if self.write_failed:
+                raise disk_full()
+            self.body.flush()
+            sub = await ioloop.IOLoop.current().run_in_executor(
+                self.settings["pool"], self.store.submit, course, name, assignment, self.body)
+        except OSError as e:  # flushing the body's last bytes
+            if e.errno != 28:
+                raise
+            raise web.HTTPError(507, str(disk_full())) from None
+        except ExchangeError as e:
+            log.info("refused %s/%s from %s: %s", course, assignment, name, e)
+            raise web.HTTPError(e.status, str(e)) from None
+        finally:
+            self._done()
         log.info("submission %s/%s from %s at %s", course, assignment, name, sub.timestamp)
         self.set_status(201)
         self.finish({"course": course, "assignment": assignment, "learner": name,
                      "timestamp": sub.timestamp, "receipt": sub.path.name})
 
+    def _done(self) -> None:
+        """Remove the body file and let the learner upload again (idempotent)."""
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+        if self.body_path is not None:
+            self.body_path.unlink(missing_ok=True)
+            self.body_path = None
+        if self.learner is not None:
+            self.uploading.discard(self.learner)
+            self.learner = None
 
-def make_app(store: ExchangeStore, courses: Courses, prefix: str) -> web.Application:
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if not self.unpacking:  # an unpack under way finishes (and cleans up) on its own
+            self._done()
+
+    def on_finish(self) -> None:
+        if not self.unpacking:
+            self._done()
+
+
+def make_app(store: ExchangeStore, courses: Courses, prefix: str,
+             workers: int = 4, grading: dict[str, dict] | None = None) -> web.Application:
+    from hub.exchange_staff import staff_routes  # staff's side (it builds on Base, above)
+
     p = prefix.rstrip("/")
     seg = r"([A-Za-z0-9][A-Za-z0-9._@-]*)"
     return web.Application([
         (rf"{p}/api/courses", CoursesHandler),
         (rf"{p}/api/pull/{seg}", PullHandler),
         (rf"{p}/api/submit/{seg}/{seg}", SubmitHandler),
-    ], store=store, courses=courses, max_body_size=110 * 1024 * 1024)
+        *staff_routes(p, seg),
+    ], store=store, courses=courses, uploading=set(),
+        pool=ThreadPoolExecutor(workers, thread_name_prefix="unpack"),
+        grading=grading or {},
+        grade_pool=ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="grade"))
+
+
+def exchange_settings(environ: dict[str, str] | os._Environ[str]) -> ExchangeSettings:
+    """The limits the hub passed in the service's environment (ONELAB_EXCHANGE__*)."""
+    prefix = "ONELAB_EXCHANGE__"
+    values: dict[str, Any] = {k[len(prefix):].lower(): v for k, v in environ.items()
+                              if k.startswith(prefix)}
+    return ExchangeSettings.model_validate(values)
 
 
 def main() -> None:
@@ -148,11 +256,20 @@ def main() -> None:
 
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/onelab-exchange/")
-    store = ExchangeStore(Path(os.environ["EXCHANGE_ROOT"]))
+    # Who a token belongs to is asked of the hub again after 5 s (JupyterHub's default keeps
+    # the answer 5 min): a removed account's token stops working here at once, not later.
+    HubAuth.instance(cache_max_age=5)
+    limits = exchange_settings(os.environ)
+    store = ExchangeStore(Path(os.environ["EXCHANGE_ROOT"]), Limits.from_settings(limits))
+    store.clear_partial()  # bodies and half-unpacked folders of a crash: nothing uploads yet
     courses = Courses(load_courses(Path(os.environ["EXCHANGE_COURSES"])))
-    app = make_app(store, courses, prefix)
-    app.listen(url.port, address=url.hostname)
-    log.info("exchange for %d course(s) on %s", len(courses.by_id), url.geturl())
+    app = make_app(store, courses, prefix, limits.workers,
+                   json.loads(os.environ.get("EXCHANGE_GRADING") or "{}"))
+    # Requests other than a submission carry no body; a submission raises its own cap to
+    # exchange.max_upload in prepare(). A body that stops arriving is dropped after an hour.
+    app.listen(url.port, address=url.hostname, max_body_size=64 * 1024, body_timeout=3600)
+    log.info("exchange for %d course(s) on %s; limits %s", len(courses.by_id), url.geturl(),
+             limits.model_dump())
     ioloop.IOLoop.current().start()
 
 

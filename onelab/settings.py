@@ -225,6 +225,49 @@ class GradingSettings(Section):
         return gpus_value(v, devices=True)
 
 
+class ExchangeSettings(Section):
+    """Limits of the nbgrader exchange service: what one learner may send to, and keep on, the
+    disk that also holds the hub's database."""
+
+    max_upload: str = Field(
+        "100M", description="Largest upload of one submission (the compressed tar.gz); larger "
+        "is refused from its Content-Length, before any of it is read.",
+    )
+    max_unpacked: str = Field(
+        "100M", description="Largest unpacked size of one submission (its files together); "
+        "counted as the archive is read, so a gzip bomb stops at this size.",
+    )
+    max_entries: int = Field(
+        1000, ge=1, le=1_000_000, description="Most files and folders in one submission.",
+    )
+    quota_per_learner: str = Field(
+        "500M", description="Storage one learner may hold in one course: all their kept "
+        "submissions (every resubmission is kept), unpacked.",
+    )
+    max_submissions: int = Field(
+        20, ge=1, le=10_000, description="Submissions (the first and every resubmission) one "
+        "learner may make to one assignment.",
+    )
+    workers: int = Field(
+        4, ge=1, le=64, description="Uploads unpacked at once, in threads; the rest wait their "
+        "turn while the service goes on answering.",
+    )
+
+    @field_validator("max_upload", "max_unpacked", "quota_per_learner", mode="before")
+    @classmethod
+    def _sizes(cls, v: str) -> str:
+        if size_bytes(_size(v)) < 1024:
+            raise ValueError("must be at least 1K")
+        return _size(v)
+
+
+def size_bytes(value: str) -> int:
+    """A validated size such as 512M or 2G in bytes (K, M, G, T are powers of 1024)."""
+    value = _size(value)
+    scale = 1024 ** ("KMGT".index(value[-1]) + 1) if value[-1] in "KMGT" else 1
+    return int(float(value.rstrip("KMGT")) * scale)
+
+
 def gpus_value(value: object, devices: bool) -> str:
     """none | all | N, and with `devices` also device=I[,J...] (Docker's --gpus): checked here,
     not by Docker."""
@@ -251,6 +294,7 @@ class Settings(Section):
     culler: CullerSettings = Field(default_factory=CullerSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     grading: GradingSettings = Field(default_factory=GradingSettings)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
 
     @property
     def db_url(self) -> str:

@@ -9,41 +9,111 @@ Authenticated with the server's hub token ($JUPYTERHUB_API_TOKEN); the service a
 hub's idea of who this is, never to anything in the request.
 """
 
+import http.client
 import io
 import json
 import os
+import select
 import shutil
+import socket
 import tarfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from nbgrader.exchange import ExchangeError
-from nbgrader.exchange.default import (ExchangeFetchAssignment, ExchangeFetchFeedback,
-                                       ExchangeList, ExchangeSubmit)
+from nbgrader.exchange.default import (
+    ExchangeFetchAssignment,
+    ExchangeFetchFeedback,
+    ExchangeList,
+    ExchangeSubmit,
+)
 
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".local", "share", "onelab", "exchange")
 
 
-def _request(method, path, data=None, timeout=120):
+def _config():
     base = os.environ.get("ONELAB_EXCHANGE_URL", "")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not base or not token:
         raise ExchangeError("the OneLab exchange is not configured in this server "
                             "(no ONELAB_EXCHANGE_URL or JUPYTERHUB_API_TOKEN)")
-    req = urllib.request.Request(base.rstrip("/") + "/api/" + path, data=data, method=method,
+    return base.rstrip("/") + "/api/", token
+
+
+def _refused(code, raw, reason):
+    """The service's own reason (Korean / English, with the limit and the numbers)."""
+    try:
+        why = json.loads(raw.decode()).get("error") or reason
+    except ValueError:
+        why = reason
+    return ExchangeError(f"the OneLab exchange refused: {why} (HTTP {code})")
+
+
+def _request(method, path, data=None, timeout=120):
+    if method == "POST" and data is not None:
+        return _upload(path, data)
+    base, token = _config()
+    req = urllib.request.Request(base + path, data=data, method=method,
                                  headers={"Authorization": "token " + token})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.read()
     except urllib.error.HTTPError as e:
-        try:
-            why = json.loads(e.read().decode()).get("error") or e.reason
-        except ValueError:
-            why = e.reason
-        raise ExchangeError(f"the OneLab exchange refused: {why} (HTTP {e.code})") from None
+        raise _refused(e.code, e.read(), e.reason) from None
     except (urllib.error.URLError, OSError) as e:
         raise ExchangeError(f"the OneLab exchange cannot be reached: {e}") from None
+
+
+def _upload(path, data, timeout=600):
+    """POST with `Expect: 100-continue`: the service refuses what cannot fit (too large, over
+    the quota, too many submissions) from the headers, before the body is sent, and the
+    learner reads its reason instead of a connection reset half way through the upload."""
+    base, token = _config()
+    url = urllib.parse.urlsplit(base + path)
+    https = url.scheme == "https"
+    conn = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(
+        url.hostname, url.port, timeout=timeout)
+    try:
+        conn.putrequest("POST", url.path)
+        conn.putheader("Authorization", "token " + token)
+        conn.putheader("Content-Type", "application/gzip")
+        conn.putheader("Content-Length", str(len(data)))
+        if not https:
+            conn.putheader("Expect", "100-continue")
+        conn.endheaders()
+        if https or _go_ahead(conn.sock):
+            try:
+                conn.send(data)
+            except OSError:
+                pass  # refused part way through: the answer says why
+        resp = conn.getresponse()  # skips a "100 Continue" itself
+        body = resp.read()
+    except (http.client.HTTPException, OSError) as e:
+        raise ExchangeError(f"the OneLab exchange cannot be reached: {e}") from None
+    finally:
+        conn.close()
+    if resp.status >= 400:
+        raise _refused(resp.status, body, resp.reason)
+    return body
+
+
+def _go_ahead(sock, wait=30.0):
+    """True once the service answers "100 Continue" (or says nothing for `wait` seconds, as
+    one without 100-continue would); False when its final answer came first."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return True
+        seen = sock.recv(16, socket.MSG_PEEK)
+        if not seen:
+            return False  # closed: getresponse() reports it
+        if len(seen) >= 12:
+            return seen[9:12] == b"100"
+        time.sleep(0.02)  # the status line is still arriving
 
 
 def _extract(data, dest):
