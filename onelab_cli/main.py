@@ -244,11 +244,18 @@ def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
     courses = load_courses(Path(a.courses_dir) if a.courses_dir else None, a.course or None)
     out = Path(a.out)
     result = regress(courses, s, device=a.device, full=a.full, qa=not a.no_qa,
-                     workers=a.workers, out_dir=out, echo=_echo)
+                     strict_tests=a.strict_tests, workers=a.workers, out_dir=out, echo=_echo)
     md = report.write(result, out)
+    warnings = [w for e in result.entries for w in e.warnings]
+    for w in warnings:
+        _echo(f"WEAK TEST: {w}")
     problems = [p for e in result.entries for p in e.problems]
     for p in problems:
         _echo(f"FAILED: {p}")
+    if warnings or (a.strict_tests and any(e.qa and e.qa.fooled for e in result.entries)):
+        from regress.probe import HINT
+
+        _echo(f"hint: {HINT}")
     _echo(f"regression {'passed' if result.passed else 'FAILED'}: {len(result.entries)} "
           f"assignment(s) in {result.seconds:.0f} s; report {md}")
     return 0 if result.passed else 1
@@ -409,13 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rg = add(sub, "regress", cmd_regress,
              "Run every course notebook with papermill in the course image; check metrics and "
-             "grading (solution full marks, released version zero).")
+             "grading (solution full marks, released version zero); report tests an "
+             "always-equal answer passes.")
     rg.add_argument("course", nargs="*", help="course ids (default: all in courses/)")
     rg.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     rg.add_argument("--full", action="store_true", help="the full parameters (a classroom run)")
     rg.add_argument("--out", default="regress-report", help="report folder (default: ./regress-report)")
     rg.add_argument("--workers", type=int, help="notebooks at once (default: cores)")
     rg.add_argument("--no-qa", action="store_true", help="skip the grading checks")
+    rg.add_argument("--strict-tests", action="store_true",
+                    help="fail when an always-equal answer passes a test (default: report it)")
     rg.add_argument("--courses-dir", help="where the courses are (default: the repository's courses/)")
 
     course = sub.add_parser("course", help="Courses as code.").add_subparsers(dest="sub",

@@ -18,8 +18,8 @@ from typing import Any
 
 import nbformat
 
-from onelab import dockerdoor
 from graders.sandbox import gpus_arg
+from onelab import dockerdoor
 
 METRICS_TAG = "metrics"
 

@@ -1,5 +1,6 @@
 """Assignment QA: the nbgrader metadata is sound, the solution earns full marks and the
-released version earns zero without crashing the grader, both graded by `onelab grade`."""
+released version earns zero without crashing the grader, both graded by `onelab grade`; and
+which tests an always-equal answer passes (`regress/probe.py`), graded in the same run."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import nbformat
 
-from graders.grade import Options, grade, nbgrader_api, root_error
+from graders.grade import Options, Outcome, grade, nbgrader_api, nbgrader_config, root_error
 from onelab.course import Course
+from regress.probe import Fooled, autograder_tests, probe_notebook
 
-SOLUTION, RELEASED = "qa-solution", "qa-released"
+SOLUTION, RELEASED, PROBE = "qa-solution", "qa-released", "qa-probe"
 TIMESTAMP = "2026-01-01 00:00:00.000000 UTC"
 
 
@@ -22,6 +24,9 @@ class QA:
     assignment: str  # course/assignment
     solution: tuple[float, float] | None = None  # (score, max)
     released: tuple[float, float] | None = None
+    probe: tuple[float, float] | None = None  # the always-equal answer's score
+    fooled: list[Fooled] = field(default_factory=list)  # test cells it passed
+    probe_notes: list[str] = field(default_factory=list)  # why the probe saw less than all
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -57,8 +62,9 @@ def metadata_problems(label: str, nb: nbformat.NotebookNode) -> list[str]:
 
 
 def check_assignment(course: Course, assignment: str, image: str, opts: Options,
-                     workers: int = 2) -> QA:
-    """Release the assignment in a scratch nbgrader course; grade the solution and the release."""
+                     workers: int = 2, probe: bool = True) -> QA:
+    """Release the assignment in a scratch nbgrader course; grade the solution, the release
+    and (with `probe`) the always-equal answer as three students of one grading run."""
     import time
 
     label = f"{course.id}/{assignment}"
@@ -85,9 +91,17 @@ def check_assignment(course: Course, assignment: str, image: str, opts: Options,
             dest = root / "submitted" / student / assignment
             shutil.copytree(src, dest)
             (dest / "timestamp.txt").write_text(TIMESTAMP)
-        outcomes = {o.student: o for o in grade(root, assignment, opts, workers=workers,
-                                                 force=True, echo=lambda _: None,
-                                                 progress=False)}
+        if probe:
+            _submit_probe(root, assignment, qa)
+        # One worker per QA student: all grade at once, and no worker pre-starts a spare
+        # container for a next submission; waiting for spares to end races Docker's listing
+        # (graders.grade._wait_for_containers: 404 for a container removed mid-list).
+        students = 3 if probe else 2
+        outcomes = {o.student: o for o in grade(root, assignment, opts,
+                                                 workers=max(workers, students), force=True,
+                                                 echo=lambda _: None, progress=False)}
+        if probe:
+            _read_probe(root, assignment, course.notebooks(assignment), outcomes.get(PROBE), qa)
     for student, attr in ((SOLUTION, "solution"), (RELEASED, "released")):
         o = outcomes.get(student)
         if o is None or o.status != "graded" or o.score is None:
@@ -105,6 +119,52 @@ def check_assignment(course: Course, assignment: str, image: str, opts: Options,
                            "without any answer: some test passes on its own")
     qa.seconds = time.monotonic() - started
     return qa
+
+
+def _submit_probe(root: Path, assignment: str, qa: QA) -> None:
+    """submitted/qa-probe/: the release, its solution cells answered by the probe."""
+    release, dest = root / "release" / assignment, root / "submitted" / PROBE / assignment
+    shutil.copytree(release, dest)
+    (dest / "timestamp.txt").write_text(TIMESTAMP)
+    for nb_path in sorted(release.glob("*.ipynb")):
+        nb, skipped = probe_notebook(nb_path, root / "source" / assignment / nb_path.name)
+        nbformat.write(nb, str(dest / nb_path.name))
+        qa.probe_notes += [f"{qa.assignment}/{s}" for s in skipped]
+
+
+def _read_probe(root: Path, assignment: str, notebooks: list[Path],
+                outcome: Outcome | None, qa: QA) -> None:
+    """Which test cells earned points for the probe but none for the released version (those
+    are reported as passing on their own already)."""
+    if outcome is None or outcome.status != "graded" or outcome.score is None:
+        why = "; ".join(outcome.notes) if outcome else "not graded"
+        qa.probe_notes.append(f"{qa.assignment}: the always-equal probe could not be graded: "
+                              f"{why}")
+        return
+    qa.probe = (outcome.score, outcome.max_score)
+    earned = {s: _cell_scores(root, assignment, s) for s in (PROBE, RELEASED)}
+    for path in notebooks:
+        for gid in autograder_tests(nbformat.read(str(path), as_version=4)):
+            pts = earned[PROBE].get((path.stem, gid), 0.0)
+            if pts > 0 and not earned[RELEASED].get((path.stem, gid), 0.0):
+                qa.fooled.append(Fooled(path.name, gid, pts))
+
+
+def _cell_scores(root: Path, assignment: str, student: str) -> dict[tuple[str, str], float]:
+    """(notebook, grade_id) -> autograder points, from the scratch course's gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.coursedir import CourseDirectory
+
+    out: dict[tuple[str, str], float] = {}
+    with Gradebook(CourseDirectory(config=nbgrader_config(root)).db_url) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return out
+        for nb in submission.notebooks:
+            for g in nb.grades:
+                out[(nb.name, g.name)] = float(g.auto_score or 0.0)
+    return out
 
 
 def _generate(root: Path, assignment: str) -> str:

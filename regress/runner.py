@@ -20,13 +20,15 @@ Echo = Callable[[str], None]
 
 @dataclass
 class Entry:
-    """One assignment's verdict: its notebooks' runs and its grading QA."""
+    """One assignment's verdict: its notebooks' runs and its grading QA. Warnings (tests an
+    always-equal answer passes) are reported but fail nothing unless the run is strict."""
 
     course: str
     assignment: str
     runs: list[Run] = field(default_factory=list)
     qa: QA | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -40,6 +42,7 @@ class Regression:
     image: dict[str, str]
     entries: list[Entry]
     seconds: float
+    strict_tests: bool = False
 
     @property
     def passed(self) -> bool:
@@ -47,8 +50,11 @@ class Regression:
 
 
 def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
-            full: bool = False, qa: bool = True, workers: int | None = None,
-            out_dir: Path | None = None, echo: Echo = print) -> Regression:
+            full: bool = False, qa: bool = True, strict_tests: bool = False,
+            workers: int | None = None, out_dir: Path | None = None,
+            echo: Echo = print) -> Regression:
+    """Run, check, and grade every assignment of `courses`; `strict_tests` makes a test that
+    an always-equal answer passes a failure instead of a warning."""
     from onelab import dockerdoor
 
     started = time.monotonic()
@@ -91,7 +97,9 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
             by_key[key].runs.append(run)
             by_key[key].problems += run.problems
     if qa:
-        echo("assignment QA: solution must earn full marks, the released version zero")
+        echo("assignment QA: solution must earn full marks, the released version zero; "
+             "tests an always-equal answer passes are " + ("failures" if strict_tests
+                                                          else "reported"))
         for c in courses:
             for a in c.assignments:
                 opts = Options.from_settings(
@@ -101,8 +109,18 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
                 e = by_key[(c.id, a.id)]
                 e.qa = result
                 e.problems += result.problems
-                sol = f"{result.solution[0]:g}/{result.solution[1]:g}" if result.solution else "-"
-                rel = f"{result.released[0]:g}/{result.released[1]:g}" if result.released else "-"
-                echo(f"  {'ok' if not result.problems else 'FAILED':<6} {c.id}/{a.id}  "
-                     f"solution {sol}, released {rel}  {result.seconds:.1f} s")
-    return Regression(device, full, images, entries, time.monotonic() - started)
+                weak = weak_tests(result)
+                (e.problems if strict_tests else e.warnings).extend(weak)
+                sol, rel, eq = (f"{s[0]:g}/{s[1]:g}" if s else "-" for s in (
+                    result.solution, result.released, result.probe))
+                verdict = "FAILED" if result.problems or (strict_tests and weak) else (
+                    "weak" if weak else "ok")
+                echo(f"  {verdict:<6} {c.id}/{a.id}  solution {sol}, released {rel}, "
+                     f"always-equal {eq}  {result.seconds:.1f} s")
+    return Regression(device, full, images, entries, time.monotonic() - started, strict_tests)
+
+
+def weak_tests(qa: QA) -> list[str]:
+    """One line per test cell the always-equal answer passed, and per gap in the probe."""
+    return [f"{qa.assignment}: fooled by an always-equal answer: {f.grade_id} ({f.notebook})"
+            for f in qa.fooled] + qa.probe_notes

@@ -49,6 +49,31 @@ def notebook(extra: list[str] = ()) -> nbformat.NotebookNode:
     return nb
 
 
+def answer_notebook() -> nbformat.NotebookNode:
+    """An assignment with two weak tests (an always-equal answer passes them) and two robust
+    ones (they look at what the answer is before comparing it)."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [
+        new_markdown_cell("# 답\n\n*EN: the answer*"),
+        new_code_cell("N_SAMPLES = 300", metadata={"tags": ["parameters"]}),
+        new_code_cell("### BEGIN SOLUTION\nanswer = 6 * 7\n\ndef pair():\n    return 6, 7\n"
+                      "### END SOLUTION", metadata=_nbg("answer", solution=True)),
+        new_code_cell("assert answer == 42", metadata=_nbg("test_weak", grade=True, locked=True,
+                                                           points=1)),
+        new_code_cell("a, b = pair()\nassert a * b == 42",
+                      metadata=_nbg("test_pair", grade=True, locked=True, points=1)),
+        new_code_cell("assert float(answer) == 42.0",
+                      metadata=_nbg("test_float", grade=True, locked=True, points=1)),
+        new_code_cell("assert isinstance(answer, int) and answer == 42",
+                      metadata=_nbg("test_isinstance", grade=True, locked=True, points=1)),
+        new_code_cell("from IPython.display import JSON\nJSON({'mse': 0.0, 'n': N_SAMPLES})",
+                      metadata={"tags": ["metrics"]}),
+    ]
+    return nb
+
+
 SPEC = """\
 id: mini
 title: {ko: 미니 과정, en: Mini course}
@@ -66,11 +91,12 @@ assignments:
 
 
 def write(root: Path, extra: list[str] = (), threshold: str = "0.02",
-          nb: nbformat.NotebookNode | None = None) -> Path:
-    """courses/<mini>/ under `root`; returns the courses folder."""
+          nb: nbformat.NotebookNode | None = None, name: str = NOTEBOOK) -> Path:
+    """courses/<mini>/ under `root` (the notebook saved as `name`); returns the courses
+    folder."""
     course = root / COURSE
     src = course / "source" / ASSIGNMENT
     src.mkdir(parents=True, exist_ok=True)
     (course / "course.yml").write_text(SPEC.replace("THRESHOLD", threshold), encoding="utf-8")
-    nbformat.write(nb if nb is not None else notebook(list(extra)), str(src / NOTEBOOK))
+    nbformat.write(nb if nb is not None else notebook(list(extra)), str(src / name))
     return root

@@ -40,6 +40,9 @@ def test_shipped_courses_pass_regression_and_grading_qa(tmp_path, docker_ready):
         score, top = a["qa"]["solution"]
         assert score == top > 0, key  # the solution earns full marks
         assert a["qa"]["released"][0] == 0, key  # the released version earns nothing
+        assert a["qa"]["always_equal"][1] == top, key  # the always-equal probe was graded
+        if key[0] == "onelab-101":  # the example course's tests convert before comparing
+            assert a["qa"]["weak_tests"] == [], key
         course = next(c for c in courses if c.id == key[0])
         thresholds = course.assignment(key[1]).regress.thresholds
         assert thresholds and set(thresholds) <= set(a["notebooks"][0]["metrics"]), key
@@ -62,7 +65,7 @@ def test_a_raising_cell_fails_the_regression_naming_notebook_and_cell(tmp_path, 
 
 def test_a_metric_below_its_threshold_fails_the_regression(tmp_path, docker_ready):
     courses = minicourse.write(tmp_path / "courses", threshold="0.0001")
-    res, out = _regress(tmp_path, courses, "--no-qa")
+    res, _ = _regress(tmp_path, courses, "--no-qa")
     assert res.returncode == 1
     assert "FAILED: mini/01-line/line.ipynb cell 7 (the `metrics` cell): metric mse = " in res.stdout
     assert "is not <= 0.0001" in res.stdout
@@ -88,3 +91,32 @@ def test_a_test_that_passes_on_its_own_fails_qa(tmp_path, docker_ready):
     assert res.returncode == 1
     assert ("FAILED: mini/01-line: the released version earns 2 points without any answer"
             in res.stdout), res.stdout[-3000:]
+
+
+def test_tests_an_always_equal_answer_passes_are_reported_and_fail_only_when_strict(
+        tmp_path, docker_ready):
+    courses = minicourse.write(tmp_path / "courses", nb=minicourse.answer_notebook(),
+                               name="answer.ipynb")
+    res, out = _regress(tmp_path, courses)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    for weak in ("test_weak", "test_pair"):  # `answer == 42`; `a, b = pair(); a * b == 42`
+        assert (f"WEAK TEST: mini/01-line: fooled by an always-equal answer: {weak} "
+                "(answer.ipynb)") in res.stdout, res.stdout[-3000:]
+    assert "test_float" not in res.stdout and "test_isinstance" not in res.stdout
+    assert "hint: " in res.stdout and "float(x) == 42.0" in res.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and not report["strict_tests"]
+    qa = report["assignments"][0]["qa"]
+    assert qa["solution"] == [4, 4] and qa["released"] == [0, 4]
+    assert qa["always_equal"] == [2, 4]
+    assert sorted(w["grade_id"] for w in qa["weak_tests"]) == ["test_pair", "test_weak"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Tests an always-equal answer passes" in md and "test_weak (answer.ipynb)" in md
+    assert "2 weak tests" in (out / "report.svg").read_text()
+
+    strict, out = _regress(tmp_path, courses, "--strict-tests")
+    assert strict.returncode == 1, strict.stdout[-3000:]
+    assert ("FAILED: mini/01-line: fooled by an always-equal answer: test_weak (answer.ipynb)"
+            in strict.stdout)
+    assert "test_float" not in strict.stdout
+    assert not json.loads((out / "report.json").read_text())["passed"]
