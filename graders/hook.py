@@ -14,23 +14,31 @@ from __future__ import annotations
 from typing import Any
 
 
-def apply(config: Any, opts: Any) -> None:
-    """Swap nbgrader's Execute for the sandbox in Autograde, keep every other step its own."""
-    from dataclasses import asdict
-
+def pipeline(config: Any, execute: type) -> None:
+    """nbgrader's Autograde steps with `execute` in place of its Execute: the sandbox here, or
+    the confined grading service's RemoteExecute (hub/formgrader_inside.py)."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
                                         DeduplicateIds, IgnorePattern, LimitOutput,
                                         OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
 
-    from graders.preprocessor import RestoreSourceMetadata, SandboxedExecute
+    from graders.preprocessor import RestoreSourceMetadata
 
     config.Autograde.sanitize_preprocessors = [
         ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreSourceMetadata,
         OverwriteCells, CheckCellMetadata]
     config.Autograde.autograde_preprocessors = [
-        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+        execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
+
+def apply(config: Any, opts: Any) -> None:
+    """Swap nbgrader's Execute for the sandbox in Autograde, keep every other step its own."""
+    from dataclasses import asdict
+
+    from graders.preprocessor import SandboxedExecute
+
+    pipeline(config, SandboxedExecute)
     for k, v in asdict(opts).items():
         setattr(config.SandboxedExecute, k, v)
 

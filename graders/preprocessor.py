@@ -20,7 +20,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Float, Integer, Unicode
 
-from graders import sandbox
+from graders.execution import Execution
 
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 
@@ -60,7 +60,7 @@ def grading_error(reason: str) -> NotebookNode:
                       traceback=[f"OneLabGradingError: {reason}"])
 
 
-def merge(nb: NotebookNode, run: sandbox.Execution) -> None:
+def merge(nb: NotebookNode, run: Execution) -> None:
     """Put the sandbox's outputs into the grader's notebook. A test cell that did not run
     (the kernel died or exited, time ran out, the container crashed) or did not run as written
     (the guard saw tampering, or other code ran in its place) gets an error output, so it earns
@@ -125,7 +125,7 @@ def attested_results(outputs: list, value: Any, count: int | None) -> list:
 
 _HTML_TAG = re.compile(r"<[A-Za-z!/?]")
 _ACTIVE_SVG = re.compile(r"<\s*(script|foreignObject|iframe|object|embed)|\son\w+\s*=|"
-                         r"javascript:|href\s*=\s*[\"']?\s*data:", re.I)
+                         r"javascript:|href\s*=\s*[\"']?\s*data:", re.IGNORECASE)
 
 
 def inert(nb: NotebookNode) -> None:
@@ -159,6 +159,26 @@ def inert(nb: NotebookNode) -> None:
                     data["image/svg+xml"] = clean_html(text)
             if not data:
                 data["text/plain"] = "[OneLab: a script output was removed]"
+
+
+MAX_FILES = 32 * 1024 * 1024  # a submission's other files, in all
+
+
+def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
+    """The submission's files other than the notebooks themselves (data a notebook reads);
+    links are never followed."""
+    out: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if not path.is_file() or path.is_symlink() or rel in skip or rel.startswith("."):
+            continue
+        size = path.stat().st_size
+        if total + size > MAX_FILES:
+            break
+        total += size
+        out[rel] = path.read_bytes()
+    return out
 
 
 class RestoreSourceMetadata(NbGraderPreprocessor):
@@ -222,11 +242,8 @@ class SandboxedExecute(NbGraderPreprocessor):
     report_dir = Unicode("", help="Where to write one JSON report per notebook.").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
-        limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
-                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
-                                self.cpuset, self.gpus, self.run)
         path = Path(resources.get("metadata", {}).get("path") or ".")
-        files = sandbox.submission_files(
+        files = submission_files(
             path, skip={p.name for p in path.glob("*.ipynb")}) if path.is_dir() else {}
         kernel = (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
         payload = json.loads(json.dumps(nb))  # a plain copy; the grader keeps its own nb
@@ -236,11 +253,10 @@ class SandboxedExecute(NbGraderPreprocessor):
         tests = [i for i, c in enumerate(nb.cells) if is_test_cell(c)]
         unreadable = (nb.metadata.get("onelab") or {}).get("unreadable")
         if unreadable:  # a stand-in for a notebook nobody could read (graders.grade): not run
-            run = sandbox.Execution("error", f"the submitted notebook could not be read: "
-                                             f"{unreadable}")
+            run = Execution("error", f"the submitted notebook could not be read: "
+                                     f"{unreadable}")
         else:
-            run = sandbox.execute(payload, files, self.image, limits, kernel=kernel,
-                                  verify=tests, prestart=self.prestart)
+            run = self.execute(payload, files, kernel, tests)
         merge(nb, run)
         inert(nb)
         if run.status != "ok":
@@ -248,7 +264,18 @@ class SandboxedExecute(NbGraderPreprocessor):
         self._report(resources, run)
         return nb, resources
 
-    def _report(self, resources: dict, run: sandbox.Execution) -> None:
+    def execute(self, payload: dict, files: dict[str, bytes], kernel: str,
+                tests: list[int]) -> Execution:
+        """Run the notebook in a fresh sandbox container of self.image, here."""
+        from graders import sandbox
+
+        limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
+                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
+                                self.cpuset, self.gpus, self.run)
+        return sandbox.execute(payload, files, self.image, limits, kernel=kernel, verify=tests,
+                               prestart=self.prestart)
+
+    def _report(self, resources: dict, run: Execution) -> None:
         if not self.report_dir:
             return
         info = resources.get("nbgrader", {})

@@ -14,16 +14,16 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graders.execution import Execution
 from onelab import dockerdoor
 
 RUNNER = (Path(__file__).parent / "incontainer.py").read_text()
 GUARD = (Path(__file__).parent / "guard.py").read_text()
 MAX_REPLY = 64 * 1024 * 1024  # bytes read back at most; outputs are cut well before inside
-MAX_FILES = 32 * 1024 * 1024  # a submission's other files, in all
 GRADER_UID = "1000:1000"
 RUN_LABEL = "onelab.grade-run"
 
@@ -40,34 +40,6 @@ class Limits:
     cpuset: str = ""  # e.g. "1": pin to a core (a hard CPU limit without quota throttling)
     gpus: str = "none"  # Docker's --gpus: all, a count, device=0,1
     run: str = ""  # label of the grading run the container belongs to
-
-
-@dataclass
-class Execution:
-    """What came back: outputs per cell, or the reason there are none."""
-
-    status: str  # ok | timeout | error | crashed
-    reason: str = ""
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    log: str = ""
-    marks: list[Any] = field(default_factory=list)
-
-
-def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
-    """The submission's files other than the notebooks themselves (data a notebook reads)."""
-    out: dict[str, bytes] = {}
-    total = 0
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if not path.is_file() or path.is_symlink() or rel in skip or rel.startswith("."):
-            continue
-        size = path.stat().st_size
-        if total + size > MAX_FILES:
-            break
-        total += size
-        out[rel] = path.read_bytes()
-    return out
 
 
 def gpus_arg(gpus: str) -> str:

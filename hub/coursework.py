@@ -1,19 +1,21 @@
-"""The instructor's side of a course, on the hub host: one nbgrader course directory per course
-(<state_dir>/courses/<id>/), releasing into the exchange, collecting from it, grading in the
-sandbox, returning feedback, exporting grades with the spec's late policy."""
+"""The instructor's side of a course: one nbgrader course directory per course
+(<state_dir>/courses/<id>/), kept by the course's confined grading service (hub/formgrader.py).
+
+Releasing, collecting, grading and returning feedback run nbgrader INSIDE that container, as
+the formgrader's buttons do: the course directory is staff-writable, so no root process on the
+host reads it, follows a link in it or loads a config file from it. Exporting grades applies
+the spec's late policy (here) to the scores the container reads from its gradebook.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from graders.grade import nbgrader_api, root_error
-from hub.courses import course_specs, exchange_root
-from hub.exchange_store import ExchangeStore, replace_dir
+from hub.courses import course_specs
 from onelab.course import Course, CourseError
 from onelab.settings import Settings
 
@@ -29,66 +31,73 @@ def course_root(settings: Settings, course_id: str) -> Path:
     return settings.state_dir / "courses" / course_id
 
 
+def course_image(settings: Settings, course: Course) -> str:
+    """The one rule for a course's image (its grading service, its sandbox): the spec's image
+    when it names one, else grading.image, else the learner image."""
+    from images.table import course_image as spec_image
+    from images.table import learner_image
+
+    if course.image != "learner":
+        return spec_image(course.image, settings)
+    return settings.grading.image or learner_image(settings)
+
+
+def _service(settings: Settings, course: Course) -> str:
+    from hub.formgrader import wait_running
+
+    return wait_running(settings, course.id)
+
+
 def sync_course(settings: Settings, course: Course) -> Path:
-    """Make the course's nbgrader directory match its spec: config and source notebooks."""
-    root = course_root(settings, course.id)
-    (root / "source").mkdir(parents=True, exist_ok=True)
-    (root / "nbgrader_config.py").write_text(
-        "# Written by `onelab course sync` from courses/%s/course.yml; edits are replaced.\n"
-        "c = get_config()\n"
-        "c.CourseDirectory.course_id = %r\n"
-        "# the formgrader's autograde button and `nbgrader autograde` grade in the sandbox\n"
-        "from graders.hook import use_sandbox\n"
-        "use_sandbox(c)\n"
-        "# release, collect and feedback go through OneLab's exchange (hub/nbgrader_exchange.py)\n"
-        "c.HubExchange.root = %r\n"
-        "c.ExchangeFactory.list = 'hub.nbgrader_exchange.InstructorList'\n"
-        "c.ExchangeFactory.release_assignment = 'hub.nbgrader_exchange.ReleaseAssignment'\n"
-        "c.ExchangeFactory.collect = 'hub.nbgrader_exchange.Collect'\n"
-        "c.ExchangeFactory.release_feedback = 'hub.nbgrader_exchange.ReleaseFeedback'\n"
-        % (course.id, course.id, str(exchange_root(settings))))
-    exchange_root(settings).mkdir(parents=True, exist_ok=True)
-    for a in course.assignments:
-        replace_dir(course.source_dir(a.id), root / "source" / a.id,
-                    ignore=shutil.ignore_patterns(".*"))
-    return root
+    """Put the spec's source notebooks into the course directory (through its container)."""
+    from hub.formgrader import sync_sources
 
-
-def _check(result: dict, what: str) -> None:
-    if not result.get("success"):
-        raise CourseError(f"{what} failed: {root_error(result)}")
+    _service(settings, course)
+    sync_sources(settings, course)
+    return course_root(settings, course.id)
 
 
 def release(settings: Settings, course_id: str, assignment: str) -> Path:
     """Generate the student version and release it: the formgrader's two buttons in one."""
+    from hub.courses import exchange_root
+    from hub.exchange_store import ExchangeStore
+    from hub.formgrader import op
+
     course = find_course(settings, course_id)
     course.assignment(assignment)
-    root = sync_course(settings, course)
-    api = nbgrader_api(root)
-    _check(api.generate_assignment(assignment, force=True), f"generating {assignment}")
-    _check(api.release_assignment(assignment), f"releasing {assignment}")
+    name = _service(settings, course)
+    op(name, "release", assignment)
     return ExchangeStore(exchange_root(settings)).outbound(course.id) / assignment
 
 
 def collect(settings: Settings, course_id: str, assignment: str) -> list[str]:
-    """Each learner's latest acknowledged submission into submitted/, whole, in one rename
-    (hub/nbgrader_exchange.Collect); returns the learners who have one."""
+    """Each learner's latest acknowledged submission into submitted/, whole; returns the
+    learners who have one."""
+    from hub.formgrader import op
+
     course = find_course(settings, course_id)
     course.assignment(assignment)
-    root = sync_course(settings, course)
-    _check(nbgrader_api(root).collect(assignment), f"collecting {assignment}")
-    return sorted(ExchangeStore(exchange_root(settings)).latest(course.id, assignment))
+    return op(_service(settings, course), "collect", assignment)
+
+
+def grade(settings: Settings, course_id: str, assignment: str,
+          force: bool = False) -> list[dict[str, Any]]:
+    """nbgrader's autograde in the course's grading service, each notebook run in OneLab's
+    sandbox by the hub; returns one row per learner (graded, skipped or failed, and why)."""
+    from hub.formgrader import op
+
+    course = find_course(settings, course_id)
+    course.assignment(assignment)
+    return op(_service(settings, course), "autograde", assignment,
+              *(["--force"] if force else []))
 
 
 def feedback(settings: Settings, course_id: str, assignment: str) -> list[str]:
     """nbgrader's feedback for every graded learner, handed to the exchange for them alone."""
+    from hub.formgrader import op
+
     course = find_course(settings, course_id)
-    root = sync_course(settings, course)
-    api = nbgrader_api(root)
-    _check(api.generate_feedback(assignment, force=True), "generating feedback")
-    _check(api.release_feedback(assignment), "releasing feedback")
-    return sorted(p.parent.name for p in (root / "feedback").glob(f"*/{assignment}")
-                  if any(p.glob("*.html")))
+    return op(_service(settings, course), "feedback", assignment)
 
 
 def _parse_ts(ts: str) -> datetime | None:
@@ -103,36 +112,31 @@ def _parse_ts(ts: str) -> datetime | None:
 
 def grade_rows(settings: Settings, course_id: str) -> list[dict[str, Any]]:
     """One row per learner and assignment: the autograded score, the late factor, the grade."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from hub.formgrader import op
 
     course = find_course(settings, course_id)
-    root = course_root(settings, course.id)
+    got = {(r["assignment"], r["learner"]): r for r in op(
+        _service(settings, course), "scores", *[a.id for a in course.assignments])}
     rows = []
-    db = root / "gradebook.db"
-    with Gradebook(f"sqlite:///{db}") as gb:
-        for a in course.assignments:
-            for learner in course.all_learners():
-                row: dict[str, Any] = {"course": course.id, "assignment": a.id,
-                                       "learner": learner, "score": 0.0, "max_score": None,
-                                       "submitted_at": "", "days_late": 0.0,
-                                       "late_factor": 1.0, "grade": 0.0}
-                try:
-                    sub = gb.find_submission(a.id, learner)
-                except MissingEntry:
-                    sub = None
-                if sub is not None:
-                    row["score"], row["max_score"] = float(sub.score), float(sub.max_score)
-                    ts_file = root / "submitted" / learner / a.id / "timestamp.txt"
-                    when = _parse_ts(ts_file.read_text()) if ts_file.exists() else None
-                    late = 0.0
-                    if when is not None:
-                        row["submitted_at"] = when.isoformat()
-                        if a.due is not None:
-                            late = max(0.0, (when - a.due).total_seconds() / 86400)
-                    row["days_late"] = round(late, 6)
-                    row["late_factor"] = a.late_policy.factor(late)  # a second late is late
-                    row["grade"] = round(row["score"] * row["late_factor"], 4)
-                rows.append(row)
+    for a in course.assignments:
+        for learner in course.all_learners():
+            row: dict[str, Any] = {"course": course.id, "assignment": a.id,
+                                   "learner": learner, "score": 0.0, "max_score": None,
+                                   "submitted_at": "", "days_late": 0.0,
+                                   "late_factor": 1.0, "grade": 0.0}
+            sub = got.get((a.id, learner))
+            if sub is not None:
+                row["score"], row["max_score"] = float(sub["score"]), float(sub["max_score"])
+                when = _parse_ts(str(sub["timestamp"])) if sub["timestamp"] else None
+                late = 0.0
+                if when is not None:
+                    row["submitted_at"] = when.isoformat()
+                    if a.due is not None:
+                        late = max(0.0, (when - a.due).total_seconds() / 86400)
+                row["days_late"] = round(late, 6)
+                row["late_factor"] = a.late_policy.factor(late)  # a second late is late
+                row["grade"] = round(row["score"] * row["late_factor"], 4)
+            rows.append(row)
     return rows
 
 

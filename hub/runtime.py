@@ -162,6 +162,9 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
         echo(f"proxy started (pid {proxy.pid}) on {settings.public_url}")
     hub = process(settings, "hub")
     if not hub.alive:
+        # grading services whose manager died with a killed hub: the new hub starts its own
+        dockerdoor.remove_containers("formgrader", **{"onelab.instance":
+                                                      settings.spawner.container_prefix})
         if not _port_free(gateway, settings.hub.hub_port):
             raise OneLabError(f"port {gateway}:{settings.hub.hub_port} is in use; set hub.hub_port")
         hub = _spawn(settings, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
@@ -231,6 +234,9 @@ def stop(settings: Settings, keep_servers: bool = False, echo: Echo = print) -> 
         echo("hub stopped")
     if _terminate(process(settings, "proxy")):
         echo("proxy stopped")
+    # the hub stops its grading services (their managers remove them); a killed hub's stay
+    dockerdoor.remove_containers("formgrader", **{"onelab.instance":
+                                                  settings.spawner.container_prefix})
     _pidfile(settings, "proxy").unlink(missing_ok=True)
     if not keep_servers:
         n = dockerdoor.remove_containers("learner", **{"onelab.instance":

@@ -115,7 +115,8 @@ def ensure_volume(name: str, role: str) -> None:
 
 def containers(role: str, **labels: str) -> list[Any]:
     filters = [f"{ROLE_LABEL}={role}", *(f"{k}={v}" for k, v in labels.items())]
-    return client().containers.list(all=True, filters={"label": filters})
+    # a container removed between the listing and its inspection is simply not there
+    return client().containers.list(all=True, filters={"label": filters}, ignore_removed=True)
 
 
 def remove_containers(role: str, **labels: str) -> int:
@@ -343,3 +344,81 @@ def copy_volume(src: str, dst: str, image: str, *, labels: dict[str, str],
                 pass
         if not copied:
             remove_volume(dst)
+
+
+# -- long-running, locked-down service containers (a course's grading service) ---------------
+
+@dataclass(frozen=True)
+class ServiceBox:
+    """A confined long-running container: non-root, no capabilities, read-only root, limits,
+    one network, only the mounts named here, never the Docker socket."""
+
+    name: str
+    image: str
+    command: list[str]
+    role: str
+    user: str = "1000:1000"
+    environment: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[tuple[str, str, str], ...] = ()  # (host path, container path, "ro" | "rw")
+    network: str = "none"
+    memory: str = "1G"
+    cpus: float = 1.0
+    pids: int = 256
+    tmp_size: str = "256M"
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def start_service(box: ServiceBox) -> Any:
+    """Start the box (replacing a container of the same name left by a crash); returns it."""
+    c = client()
+    try:
+        c.containers.get(box.name).remove(force=True)
+    except NotFound:
+        pass
+    if any(src.endswith("docker.sock") or host.endswith("docker.sock")
+           for host, src, _ in box.mounts):
+        raise DockerUnavailable("a service container never gets the Docker socket")
+    return c.containers.run(
+        box.image, box.command, entrypoint=[], detach=True, name=box.name, user=box.user,
+        environment=dict(box.environment), network=box.network,
+        volumes={host: {"bind": inside, "mode": mode} for host, inside, mode in box.mounts},
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+        tmpfs={"/tmp": f"size={box.tmp_size.lower()},mode=1777"},
+        mem_limit=box.memory, memswap_limit=box.memory, nano_cpus=int(box.cpus * 1e9),
+        pids_limit=box.pids, labels={ROLE_LABEL: box.role, **dict(box.labels)})
+
+
+def container_ip(ctr: Any, network: str) -> str:
+    ctr.reload()
+    ip = ((ctr.attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(
+        network, {}).get("IPAddress")
+    if not ip:
+        raise DockerUnavailable(f"container {ctr.name} has no address on {network}")
+    return ip
+
+
+def find_container(name: str) -> Any | None:
+    try:
+        return client().containers.get(name)
+    except NotFound:
+        return None
+
+
+def exec_in(name: str, cmd: list[str], *, user: str = "1000:1000", workdir: str = "/",
+            environment: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a command in a running container as `user`; (exit code, output)."""
+    ctr = find_container(name)
+    if ctr is None or ctr.status != "running":
+        raise DockerUnavailable(f"container {name} is not running")
+    code, out = ctr.exec_run(cmd, user=user, workdir=workdir, environment=environment or {},
+                             demux=False)
+    return code, (out or b"").decode("utf-8", "replace")
+
+
+def put_files(name: str, path: str, data: bytes) -> None:
+    """Unpack a tar into a container's `path` (owners as the tar says)."""
+    ctr = find_container(name)
+    if ctr is None:
+        raise DockerUnavailable(f"container {name} does not exist")
+    if not ctr.put_archive(path, data):
+        raise DockerUnavailable(f"could not copy files into {name}:{path}")

@@ -10,8 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,37 @@ def onelab(*args: str, env: dict[str, str], check: bool = True, timeout: float =
         raise AssertionError(f"onelab {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def tcp_listener(host: str = "0.0.0.0") -> Iterator[tuple[int, list]]:
+    """A TCP service on this host that records who connected: what a test says no container
+    and no learner's script may reach. Yields (port, connections)."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, 0))
+    srv.listen()
+    srv.settimeout(0.3)
+    hits: list = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, addr = srv.accept()
+                hits.append(addr)
+                conn.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], hits
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        srv.close()
 
 
 @dataclass

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 from pathlib import Path
 
 import nbformat
@@ -21,6 +19,7 @@ from graders.grade import Options, grade, scores
 from images.table import learner_image
 from onelab import dockerdoor
 from onelab.settings import load
+from tests.conftest import tcp_listener
 
 pytestmark = pytest.mark.integration
 
@@ -169,28 +168,8 @@ HOSTILE = [
 @pytest.fixture(scope="module")
 def listener():
     """A TCP listener on the host that no grading container may reach."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", 0))
-    srv.listen()
-    srv.settimeout(0.5)
-    hits = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                conn, addr = srv.accept()
-                hits.append(addr)
-                conn.close()
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], hits
-    stop.set()
-    srv.close()
+    with tcp_listener() as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

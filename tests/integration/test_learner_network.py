@@ -7,12 +7,11 @@ whichever of the host's addresses they try. Real Docker Engine, real iptables, r
 from __future__ import annotations
 
 import json
-import socket
-import threading
 
 import pytest
 
 from hub import firewall
+from tests.conftest import tcp_listener
 from tests.integration.test_classroom import running_kernel
 
 pytestmark = pytest.mark.integration
@@ -21,36 +20,16 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def host_listener():
     """A TCP service on all of the host's addresses, counting who connected."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", 0))
-    srv.listen()
-    srv.settimeout(0.3)
-    hits: list = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                conn, addr = srv.accept()
-                hits.append(addr)
-                conn.close()
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], hits
-    stop.set()
-    t.join(timeout=2)
-    srv.close()
+    with tcp_listener() as found:
+        yield found
 
 
 def _host_addresses() -> list[str]:
     """This machine's own IPv4 addresses (never another machine's)."""
     import subprocess
 
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True)
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                         check=True)
     return sorted({line.split()[3].split("/")[0] for line in out.stdout.splitlines()})
 
 

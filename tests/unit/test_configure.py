@@ -1,5 +1,7 @@
 """Settings become the JupyterHub configuration an operator expects (plain Config objects)."""
 
+import json
+
 import pytest
 from traitlets.config import Config
 
@@ -127,14 +129,25 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, mo
                                              "instructors: [teacher]\nassistants: [tom]\n"
                                              "learners: [amy, ben]"), encoding="utf-8")
     s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path / "state"),
-                                 "ONELAB_COURSES_DIR": str(courses)})
+                                 "ONELAB_COURSES_DIR": str(courses),
+                                 "ONELAB_GRADING__MEMORY": "3G"})
     monkeypatch.setenv("ONELAB_GRADING__MEMORY", "3G")  # the operator's setting, in the hub
     c = Config()
     configure_spawner(c, s)
     configure_courses(c, s, "172.30.0.1")
     fg = next(x for x in c.JupyterHub.services if x["name"] == "formgrader-mini")
-    assert fg["environment"]["ONELAB_GRADING__MEMORY"] == "3G"  # its autograde button too
+    # the hub runs the manager that confines the formgrader in a container; the manager
+    # reads the settings, the container gets none
+    assert fg["command"][-3:] == ["-m", "hub.formgrader", "mini"]
+    assert fg["environment"]["ONELAB_GRADING__MEMORY"] == "3G"
     assert fg["url"].startswith("http://127.0.0.1:")  # loopback: no container reaches it
+    # the autograde button's notebooks run with the hub's limits, never the service's choice
+    exchange = next(x for x in c.JupyterHub.services if x["name"] == EXCHANGE_SERVICE)
+    sandboxes = json.loads(exchange["environment"]["EXCHANGE_GRADING"])
+    assert sandboxes["mini"]["memory"] == "3G" and sandboxes["mini"]["image"]
+    formgraders = next(r for r in c.JupyterHub.load_roles if r["name"] == "onelab-formgraders")
+    assert formgraders["services"] == ["formgrader-mini"]
+    assert formgraders["scopes"] == [f"access:services!service={EXCHANGE_SERVICE}"]
     assert c.JupyterHub.load_groups["mini-learners"]["users"] == ["amy", "ben"]
     assert c.JupyterHub.load_groups["mini-staff"]["users"] == ["teacher", "tom"]
     staff = next(r for r in c.JupyterHub.load_roles if r["name"] == "mini-staff")

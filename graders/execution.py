@@ -1,0 +1,19 @@
+"""What a sandboxed run of one notebook gives back (plain data, no Docker: the course's
+confined grading service imports it too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Execution:
+    """What came back: outputs per cell, or the reason there are none."""
+
+    status: str  # ok | timeout | error | crashed
+    reason: str = ""
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    log: str = ""
+    marks: list[Any] = field(default_factory=list)
