@@ -160,6 +160,26 @@ def _lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...],
     return out
 
 
+def _duplicate_key(node: yaml.Node) -> tuple[str, int] | None:
+    """The first key a mapping names twice (YAML loaders silently keep the last), with its
+    line: `assistants:` written twice would drop someone's staff rights without a word."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for k, v in node.value:
+            if k.value in seen:
+                return str(k.value), k.start_mark.line + 1
+            seen.add(k.value)
+            found = _duplicate_key(v)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item)
+            if found:
+                return found
+    return None
+
+
 def load_course(path: Path) -> Course:
     """Read and check a course.yml (or the folder holding one)."""
     path = path / "course.yml" if path.is_dir() else path
@@ -176,6 +196,11 @@ def load_course(path: Path) -> Course:
         raise CourseError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise CourseError(f"{path}: must be a mapping with id, title, instructors, assignments")
+    twice = _duplicate_key(node) if node is not None else None
+    if twice is not None:
+        key, line = twice
+        raise CourseError(f"{path} line {line}: {key!r} is given twice (YAML keeps only one of "
+                          "them; say it once)")
     lines = _lines(node) if node is not None else {}
     try:
         course = Course.model_validate({**data, "root": path.parent})

@@ -41,6 +41,8 @@ def test_the_mini_course_loads(tmp_path):
     (("title: {ko: 미니 과정, en: Mini course}", "title: {ko: 미니 과정}"),
      r"line 2: title.en: required field is missing"),
     (("id: mini", "id: [mini"), r"course.yml line \d+: not valid YAML"),
+    (("instructors: [instructor]", "instructors: [instructor]\ninstructors: [tina]"),
+     r"line 4: 'instructors' is given twice"),
 ])
 def test_bad_specs_name_the_line_and_field(tmp_path, change, expected):
     text = minicourse.SPEC.replace("THRESHOLD", "0.02")
