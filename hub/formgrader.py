@@ -141,7 +141,6 @@ def prepare_root(root: Path) -> None:
     """The course directory belongs to the staff's uid. The host creates the folder itself and
     never opens anything inside it again (links there are not followed here: lchown)."""
     root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root.parent, 0o755)
     if root.stat().st_uid == STAFF_UID:
         return
     for d, dirs, files in os.walk(root, followlinks=False):  # a tree from before: hand it over
