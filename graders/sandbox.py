@@ -42,37 +42,28 @@ class Limits:
     run: str = ""  # label of the grading run the container belongs to
 
 
-def gpus_arg(gpus: str) -> str:
-    """Docker CLI's --gpus value: `device=0,1` must reach it quoted, or the comma splits it."""
-    return f'"{gpus}"' if gpus.startswith("device=") else gpus
+# Where a grading container may write (its only writable place), and the environment its
+# Python and Jupyter need to live there.
+SCRATCH_ENV = (("HOME", "/scratch"), ("JUPYTER_RUNTIME_DIR", "/scratch/.runtime"),
+               ("MPLCONFIGDIR", "/scratch/.mpl"), ("IPYTHONDIR", "/scratch/.ipython"),
+               ("PYTHONDONTWRITEBYTECODE", "1"), ("TMPDIR", "/scratch"))
+
+
+def policy(name: str, image: str, limits: Limits, kernel: str = "python3") -> dockerdoor.Policy:
+    """The grading container: no network, read-only, non-root, limits, fed on stdin."""
+    return dockerdoor.Policy(
+        role="grader", image=image, name=name, user=GRADER_UID,
+        entrypoint=("python",), command=("-c", RUNNER, GUARD, kernel),
+        environment=SCRATCH_ENV, workdir="/scratch",
+        memory=limits.memory, cpus=limits.cpus, cpuset=limits.cpuset, pids=limits.pids,
+        gpus=limits.gpus,
+        tmpfs=(("/scratch", f"size={limits.scratch},uid=1000,gid=1000,mode=700"),),
+        labels=((RUN_LABEL, limits.run),) if limits.run else (),
+        stdin=True, logs=False)
 
 
 def docker_args(name: str, image: str, limits: Limits, kernel: str = "python3") -> list[str]:
-    return [
-        "run", "-i", "--rm", "--name", name, "--log-driver", "none",
-        "--label", f"{dockerdoor.ROLE_LABEL}=grader",
-        *(["--label", f"{RUN_LABEL}={limits.run}"] if limits.run else []),
-        "--network", "none",
-        "--read-only",
-        "--tmpfs", f"/scratch:size={limits.scratch},uid=1000,gid=1000,mode=700",
-        "--pids-limit", str(limits.pids),
-        "--memory", limits.memory, "--memory-swap", limits.memory,
-        "--cpus", str(limits.cpus),
-        *(["--cpuset-cpus", limits.cpuset] if limits.cpuset else []),
-        *(["--gpus", gpus_arg(limits.gpus)] if limits.gpus != "none" else []),
-        # numeric libraries size their thread pools by the machine, not by the limit
-        "--env", f"OMP_NUM_THREADS={max(1, int(limits.cpus))}",
-        "--env", f"MKL_NUM_THREADS={max(1, int(limits.cpus))}",
-        "--env", f"OPENBLAS_NUM_THREADS={max(1, int(limits.cpus))}",
-        "--user", GRADER_UID,
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--env", "HOME=/scratch", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.runtime",
-        "--env", "MPLCONFIGDIR=/scratch/.mpl", "--env", "IPYTHONDIR=/scratch/.ipython",
-        "--env", "PYTHONDONTWRITEBYTECODE=1", "--env", "TMPDIR=/scratch",
-        "--workdir", "/scratch",
-        "--entrypoint", "python",
-        image, "-c", RUNNER, GUARD, kernel,
-    ]
+    return dockerdoor.run_args(policy(name, image, limits, kernel))
 
 
 def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:

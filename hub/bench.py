@@ -127,12 +127,13 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
                 hub.api("DELETE", f"users/{n}")
             except OneLabError as e:
                 echo(f"  cleanup of {n}: {e}")
+        from hub.accounts import home_volume  # named as DockerSpawner names it (escaped)
+
         for n in names:
-            vol = settings.spawner.home_volume.replace("{username}", n)
             try:
-                dockerdoor.client().volumes.get(vol).remove(force=True)
-            except Exception:  # noqa: BLE001 - a volume already gone is fine
-                pass
+                dockerdoor.remove_volume(home_volume(settings, n))
+            except OneLabError as e:
+                echo(f"  cleanup of {n}'s home: {e}")
     if errors:
         raise OneLabError(f"{len(errors)} of {users} learners failed (see above)")
     return result

@@ -1,7 +1,9 @@
 """Turn OneLab settings into JupyterHub configuration: ``configure(c, settings)``.
 
 Each ``configure_<area>`` sets one concern on a plain traitlets Config, so each can be tested
-on its own; only :func:`configure` touches Docker (to find the learner network's gateway).
+on its own. Nothing here starts, creates, binds or copies anything: `onelab up` prepares the
+learner network, the secrets and the ports first (hub/runtime.py) and records what the hub
+needs to know in the state directory, which :func:`configure` reads.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 from traitlets.config import Config
 
 from hub.auth import configure_auth
-from hub.courses import configure_courses
+from hub.courses import configure_courses, course_specs
+from hub.formgrader import configure_formgraders
 from hub.services import configure_services
 from hub.spawner import configure_spawner
-from hub.state import ensure_state_dir, proxy_token
-from onelab import dockerdoor
+from hub.state import proxy_token, read_runtime
 from onelab.settings import Settings
 
 
@@ -42,12 +44,15 @@ def configure_proxy(c: Config, settings: Settings) -> None:
 
 
 def configure(c: Config, settings: Settings) -> None:
-    ensure_state_dir(settings.state_dir)
-    gateway = dockerdoor.ensure_network(settings.spawner.network,
-                                        internal=settings.spawner.network_internal)
+    """Only sets values: the network, the secrets and the ports were prepared by `onelab up`
+    (hub/runtime.py), which wrote what the hub needs to know into the state directory."""
+    runtime = read_runtime(settings.state_dir)
+    gateway = runtime["gateway"]
+    courses = course_specs(settings)
     configure_hub(c, settings, gateway)
     configure_proxy(c, settings)
     configure_auth(c, settings)
     configure_spawner(c, settings)
     configure_services(c, settings)
     configure_courses(c, settings, gateway)
+    configure_formgraders(c, settings, courses, runtime["formgrader_ports"])

@@ -23,6 +23,17 @@ def course_specs(settings: Settings) -> list[Course]:
     return load_courses(settings.courses_dir or courses_dir())
 
 
+def course_image(settings: Settings, course: Course) -> str:
+    """The one rule for a course's image (its grading service, its sandbox): the spec's image
+    when it names one, else grading.image, else the learner image."""
+    from images.table import course_image as spec_image
+    from images.table import learner_image
+
+    if course.image != "learner":
+        return spec_image(course.image, settings)
+    return settings.grading.image or learner_image(settings)
+
+
 def exchange_root(settings: Settings) -> Path:
     return settings.state_dir / "exchange"
 
@@ -45,7 +56,6 @@ def exchange_url(settings: Settings, gateway: str) -> str:
 def grading_sandboxes(settings: Settings, courses: list[Course]) -> dict[str, dict]:
     """Per course: the image and limits the exchange runs a grading service's notebooks with."""
     from graders.grade import Options
-    from hub.coursework import course_image
 
     out = {}
     for course in courses:
@@ -83,9 +93,6 @@ def configure_courses(c: Config, settings: Settings, gateway: str) -> None:
         existing = dict(c.JupyterHub.get("load_groups", {}) or {})
         existing.update(groups(courses))
         c.JupyterHub.load_groups = existing
-    from hub.formgrader import configure_formgraders
-
-    configure_formgraders(c, settings, courses)
     env = dict(c.DockerSpawner.get("environment", {}) or {})
     env["ONELAB_EXCHANGE_URL"] = exchange_url(settings, gateway)
     c.DockerSpawner.environment = env

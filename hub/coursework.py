@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hub.courses import course_specs
+from hub.courses import course_image, course_specs  # noqa: F401 - course_image: re-exported
 from onelab.course import Course, CourseError
 from onelab.settings import Settings
 
@@ -29,17 +29,6 @@ def find_course(settings: Settings, course_id: str) -> Course:
 
 def course_root(settings: Settings, course_id: str) -> Path:
     return settings.state_dir / "courses" / course_id
-
-
-def course_image(settings: Settings, course: Course) -> str:
-    """The one rule for a course's image (its grading service, its sandbox): the spec's image
-    when it names one, else grading.image, else the learner image."""
-    from images.table import course_image as spec_image
-    from images.table import learner_image
-
-    if course.image != "learner":
-        return spec_image(course.image, settings)
-    return settings.grading.image or learner_image(settings)
 
 
 def _service(settings: Settings, course: Course) -> str:

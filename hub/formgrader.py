@@ -91,17 +91,17 @@ def config_dir(settings: Settings, course_id: str) -> Path:
     return settings.state_dir / "formgraders" / course_id
 
 
-def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) -> None:
+def configure_formgraders(c: Config, settings: Settings, courses: list[Course],
+                          ports: dict[str, int]) -> None:
     """One confined formgrader per course, reached at /services/formgrader-<course>/ by that
-    course's staff only; its token may call the exchange (which decides what it may do)."""
+    course's staff only, on the loopback port `onelab up` chose for it (`choose_ports`); its
+    token may call the exchange (which decides what it may do)."""
     services, roles = [], []
-    port = settings.hub.formgrader_port - 1
     for course in courses:
-        port = _next_free_port(port + 1)
         name = formgrader_service(course.id)
         services.append({
             "name": name,
-            "url": f"http://127.0.0.1:{port}",
+            "url": f"http://127.0.0.1:{ports[course.id]}",
             "command": [sys.executable, "-m", "hub.formgrader", course.id],
             # the manager is the hub's (it starts the container): it reads the settings;
             # the container gets none of them
@@ -121,18 +121,26 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course]) 
     extend(c, "JupyterHub", "load_roles", roles)
 
 
-def _next_free_port(start: int) -> int:
-    """The first port from `start` on that nothing listens on (loopback)."""
+def choose_ports(settings: Settings, courses: list[Course]) -> dict[str, int]:
+    """For `onelab up`: a free loopback port per course, from hub.formgrader_port on."""
     import socket
 
-    for port in range(start, min(start + 1000, 65535)):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError(f"no free port from {start} on for the formgraders")
+    out: dict[str, int] = {}
+    port = settings.hub.formgrader_port
+    for course in courses:
+        for port in range(port, min(port + 1000, 65535)):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            break
+        else:
+            raise OneLabError(f"no free port from {settings.hub.formgrader_port} on for the "
+                              "formgraders; set hub.formgrader_port")
+        out[course.id] = port
+        port += 1
+    return out
 
 
 # -- the host's side of the course directory --------------------------------------------------
@@ -171,7 +179,7 @@ def write_config(settings: Settings, course_id: str) -> Path:
     return folder
 
 
-def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.ServiceBox:
+def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.Policy:
     from hub.courses import exchange_url
     from hub.coursework import course_image, course_root
 
@@ -189,14 +197,15 @@ def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.S
         "JUPYTER_CONFIG_PATH": CONFIG_DIR, "PYTHONPATH": CONFIG_DIR,
         "JUPYTER_RUNTIME_DIR": "/tmp/runtime", "PYTHONDONTWRITEBYTECODE": "1",
     })
-    return dockerdoor.ServiceBox(
-        name=container_name(settings, course.id), image=course_image(settings, course),
-        command=["jupyterhub-singleuser"], role="formgrader",
-        environment=tuple(sorted(inside.items())),
-        mounts=((str(course_root(settings, course.id)), COURSE_DIR, "rw"),
-                (str(config_dir(settings, course.id)), CONFIG_DIR, "ro")),
+    return dockerdoor.Policy(
+        role="formgrader", name=container_name(settings, course.id),
+        image=course_image(settings, course), entrypoint=(),
+        command=("jupyterhub-singleuser",), environment=tuple(sorted(inside.items())),
+        mounts=(dockerdoor.Mount(str(course_root(settings, course.id)), COURSE_DIR,
+                                 read_only=False),
+                dockerdoor.Mount(str(config_dir(settings, course.id)), CONFIG_DIR)),
         network=s.network, memory=s.mem_limit, cpus=s.cpu_limit, pids=s.pids_limit,
-        tmp_size="256M",
+        tmpfs=(("/tmp", "size=256m,mode=1777"),), remove_on_exit=False,
         labels=(("onelab.course", course.id), ("onelab.instance", s.container_prefix)))
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import requests
 
 from hub import firewall
-from hub.state import ensure_state_dir, proxy_token
+from hub.formgrader import choose_ports
+from hub.state import admin_token, ensure_state_dir, proxy_token, write_runtime
 from images.table import learner_image
 from onelab import dockerdoor
 from onelab.errors import OneLabError
@@ -140,6 +141,8 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     gateway = dockerdoor.ensure_network(settings.spawner.network,
                                         internal=settings.spawner.network_internal)
     dockerdoor.ensure_volume(settings.spawner.datasets_volume, "datasets")
+    proxy_token(settings.state_dir)  # the secrets are made once, here, and kept
+    admin_token(settings.state_dir)
     if settings.spawner.host_firewall:
         firewall.install(firewall.door(settings))  # before any learner can start
     env = dict(os.environ)
@@ -165,6 +168,8 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
         # grading services whose manager died with a killed hub: the new hub starts its own
         dockerdoor.remove_containers("formgrader", **{"onelab.instance":
                                                       settings.spawner.container_prefix})
+        write_runtime(settings.state_dir, gateway=gateway,
+                      formgrader_ports=choose_ports(settings, courses))
         if not _port_free(gateway, settings.hub.hub_port):
             raise OneLabError(f"port {gateway}:{settings.hub.hub_port} is in use; set hub.hub_port")
         hub = _spawn(settings, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],

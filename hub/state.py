@@ -41,3 +41,28 @@ def proxy_token(state_dir: Path) -> str:
 
 def admin_token(state_dir: Path) -> str:
     return secret(state_dir, "admin-api-token")
+
+
+RUNTIME = "runtime.json"
+
+
+def write_runtime(state_dir: Path, **values: object) -> None:
+    """What `onelab up` decided for this start (the learner gateway, the formgraders' ports),
+    written atomically for the hub's configuration to read."""
+    import json
+
+    tmp = state_dir / f".{RUNTIME}.tmp"
+    tmp.write_text(json.dumps(values, indent=1))
+    os.replace(tmp, state_dir / RUNTIME)
+
+
+def read_runtime(state_dir: Path) -> dict:
+    import json
+
+    from onelab.errors import OneLabError
+
+    try:
+        return json.loads((state_dir / RUNTIME).read_text())
+    except (OSError, ValueError):
+        raise OneLabError(f"{state_dir / RUNTIME} is missing: start the platform with "
+                          "`onelab up`, which prepares it") from None

@@ -1,8 +1,12 @@
-"""The one door to the Docker Engine for OneLab's own code.
+"""The one door to the Docker Engine: no other module of OneLab imports Docker or runs it.
 
-Everything OneLab creates carries the label ``onelab.role`` (learner, grader, regress, ...), so
-cleanup can find it; errors from a missing daemon or image become one-line OneLabErrors.
-DockerSpawner keeps its own client inside the hub; the labels it sets come from hub/spawner.py.
+A container is described by an `onelab.policy.Policy`; here it becomes the Docker call:
+`run_args` (the CLI's `docker run`, for containers fed on stdin), `run_kwargs` (the SDK's
+`containers.run`) and `spawner_settings` (DockerSpawner's traits, for learner servers, which
+DockerSpawner starts with its own client in the hub). The lockdown every container gets is
+written once, in `_LOCKDOWN` and these three functions. Everything OneLab creates carries the
+label ``onelab.role`` (learner, grader, regress, ...), so cleanup can find it; errors from a
+missing daemon or image become one-line OneLabErrors.
 """
 
 from __future__ import annotations
@@ -18,8 +22,112 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 
 import docker
 from onelab.errors import DockerUnavailable, ImageMissing
+from onelab.policy import ROLE_LABEL, Mount, Policy
 
-ROLE_LABEL = "onelab.role"
+__all__ = ["ROLE_LABEL", "Mount", "Policy"]
+_LOCKDOWN = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+
+
+# -- a Policy, as Docker wants it -------------------------------------------------------------
+
+def device_requests(gpus: str) -> list[dict[str, Any]]:
+    """Docker's device requests for none | all | N | device=I[,J]."""
+    if gpus == "none":
+        return []
+    if gpus.startswith("device="):
+        return [{"driver": "nvidia", "device_ids": gpus.split("=", 1)[1].split(","),
+                 "capabilities": [["gpu"]]}]
+    return [{"count": -1 if gpus == "all" else int(gpus), "capabilities": [["gpu"]]}]
+
+
+def _gpus_arg(gpus: str) -> str:
+    """The CLI's --gpus value: `device=0,1` must reach it quoted, or the comma splits it."""
+    return f'"{gpus}"' if gpus.startswith("device=") else gpus
+
+
+def run_args(p: Policy) -> list[str]:
+    """`docker run ...` arguments (after `docker`) for a container started by the CLI."""
+    args = ["run", *(["-i"] if p.stdin else []), *(["--rm"] if p.remove_on_exit else []),
+            *(["--name", p.name] if p.name else []),
+            *([] if p.logs else ["--log-driver", "none"])]
+    for k, v in p.all_labels().items():
+        args += ["--label", f"{k}={v}"]
+    args += ["--network", p.network, *(["--read-only"] if p.read_only_root else [])]
+    for path, opts in p.tmpfs:
+        args += ["--tmpfs", f"{path}:{opts}"]
+    args += ["--pids-limit", str(p.pids), "--memory", p.memory, "--memory-swap", p.memory,
+             "--cpus", str(p.cpus), *(["--cpuset-cpus", p.cpuset] if p.cpuset else []),
+             *(["--gpus", _gpus_arg(p.gpus)] if p.gpus != "none" else [])]
+    for k, v in (*p.thread_env(), *p.environment):
+        args += ["--env", f"{k}={v}"]
+    args += ["--user", p.user, "--cap-drop", "ALL",
+             *(a for c in p.capabilities for a in ("--cap-add", c)),
+             "--security-opt", "no-new-privileges"]
+    for m in _checked(p.mounts):
+        args += ["--volume", f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"]
+    if p.workdir:
+        args += ["--workdir", p.workdir]
+    if p.entrypoint is not None:
+        args += ["--entrypoint", p.entrypoint[0]]
+    return [*args, p.image, *p.entrypoint[1:], *p.command] if p.entrypoint else [
+        *args, p.image, *p.command]
+
+
+def run_kwargs(p: Policy) -> dict[str, Any]:
+    """Keyword arguments of the SDK's `containers.run` for a detached container."""
+    kw: dict[str, Any] = {
+        "image": p.image, "command": list(p.command) or None, "detach": True,
+        "user": p.user, "environment": dict((*p.thread_env(), *p.environment)),
+        "network_mode" if p.network == "none" else "network": p.network,
+        "volumes": {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                    for m in _checked(p.mounts)},
+        **_LOCKDOWN, "cap_add": list(p.capabilities) or None, "read_only": p.read_only_root,
+        "tmpfs": dict(p.tmpfs), "mem_limit": p.memory, "memswap_limit": p.memory,
+        "nano_cpus": int(p.cpus * 1e9), "pids_limit": p.pids, "labels": p.all_labels(),
+        "auto_remove": False,
+    }
+    if p.name:
+        kw["name"] = p.name
+    if p.entrypoint is not None:
+        kw["entrypoint"] = list(p.entrypoint)
+    if p.workdir:
+        kw["working_dir"] = p.workdir
+    if p.cpuset:
+        kw["cpuset_cpus"] = p.cpuset
+    if p.gpus != "none":
+        kw["device_requests"] = [docker.types.DeviceRequest(**d)
+                                 for d in device_requests(p.gpus)]
+    return kw
+
+
+def spawner_settings(p: Policy) -> dict[str, Any]:
+    """DockerSpawner's traits for learner servers of this policy (it starts them itself)."""
+    host_config: dict[str, Any] = {
+        "pids_limit": p.pids, **_LOCKDOWN, "read_only": p.read_only_root,
+        "tmpfs": dict(p.tmpfs), "memswap_limit": p.memory,  # no swap beyond the memory limit
+    }
+    if p.capabilities:
+        host_config["cap_add"] = list(p.capabilities)
+    if p.gpus != "none":
+        host_config["device_requests"] = device_requests(p.gpus)
+    return {
+        "image": p.image, "network_name": p.network, "mem_limit": p.memory,
+        "cpu_limit": p.cpus, "environment": dict(p.environment),
+        # DockerSpawner's short form for read-write, its long form for read-only
+        "volumes": {m.source: {"bind": m.target, "mode": "ro"} if m.read_only else m.target
+                    for m in _checked(p.mounts)},
+        "extra_host_config": host_config,
+        "extra_create_kwargs": {"user": p.user, "labels": p.all_labels()},
+    }
+
+
+def _checked(mounts: tuple[Mount, ...]) -> tuple[Mount, ...]:
+    """Mounts as given, but never the Docker socket: a container with it owns the host."""
+    for m in mounts:
+        if "docker.sock" in m.source or "docker.sock" in m.target or m.source in ("/", "/run",
+                                                                                 "/var/run"):
+            raise DockerUnavailable(f"refused: a OneLab container never gets {m.source}")
+    return mounts
 
 
 @functools.lru_cache(maxsize=1)
@@ -310,13 +418,11 @@ def copy_volume(src: str, dst: str, image: str, *, labels: dict[str, str],
     c.volumes.create(dst, labels=labels)
     ctr, copied = None, False
     try:
-        ctr = c.containers.run(
-            image, ["python3", "-c", _COPY_SCRIPT], entrypoint=[], detach=True,
-            name=f"onelab-volume-copy-{uuid.uuid4().hex[:8]}", user="0:0", network_mode="none",
-            cap_drop=["ALL"], cap_add=["CHOWN", "FOWNER", "DAC_OVERRIDE"],
-            security_opt=["no-new-privileges"], read_only=True, mem_limit="512m", pids_limit=64,
-            volumes={src: {"bind": "/from", "mode": "ro"}, dst: {"bind": "/to", "mode": "rw"}},
-            labels={ROLE_LABEL: "volume-copy"})
+        ctr = c.containers.run(**run_kwargs(Policy(
+            role="volume-copy", image=image, name=f"onelab-volume-copy-{uuid.uuid4().hex[:8]}",
+            entrypoint=(), command=("python3", "-c", _COPY_SCRIPT), user="0:0",
+            capabilities=("CHOWN", "FOWNER", "DAC_OVERRIDE"), memory="512m", pids=64,
+            mounts=(Mount(src, "/from"), Mount(dst, "/to", read_only=False)))))
         try:
             code = ctr.wait(timeout=timeout)["StatusCode"]
         except (ReadTimeout, ReadFailed):
@@ -348,44 +454,15 @@ def copy_volume(src: str, dst: str, image: str, *, labels: dict[str, str],
 
 # -- long-running, locked-down service containers (a course's grading service) ---------------
 
-@dataclass(frozen=True)
-class ServiceBox:
-    """A confined long-running container: non-root, no capabilities, read-only root, limits,
-    one network, only the mounts named here, never the Docker socket."""
-
-    name: str
-    image: str
-    command: list[str]
-    role: str
-    user: str = "1000:1000"
-    environment: tuple[tuple[str, str], ...] = ()
-    mounts: tuple[tuple[str, str, str], ...] = ()  # (host path, container path, "ro" | "rw")
-    network: str = "none"
-    memory: str = "1G"
-    cpus: float = 1.0
-    pids: int = 256
-    tmp_size: str = "256M"
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-def start_service(box: ServiceBox) -> Any:
-    """Start the box (replacing a container of the same name left by a crash); returns it."""
+def start_service(policy: Policy) -> Any:
+    """Start a long-running confined container (replacing one of the same name a crash left);
+    returns it."""
     c = client()
     try:
-        c.containers.get(box.name).remove(force=True)
+        c.containers.get(policy.name).remove(force=True)
     except NotFound:
         pass
-    if any(src.endswith("docker.sock") or host.endswith("docker.sock")
-           for host, src, _ in box.mounts):
-        raise DockerUnavailable("a service container never gets the Docker socket")
-    return c.containers.run(
-        box.image, box.command, entrypoint=[], detach=True, name=box.name, user=box.user,
-        environment=dict(box.environment), network=box.network,
-        volumes={host: {"bind": inside, "mode": mode} for host, inside, mode in box.mounts},
-        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-        tmpfs={"/tmp": f"size={box.tmp_size.lower()},mode=1777"},
-        mem_limit=box.memory, memswap_limit=box.memory, nano_cpus=int(box.cpus * 1e9),
-        pids_limit=box.pids, labels={ROLE_LABEL: box.role, **dict(box.labels)})
+    return c.containers.run(**run_kwargs(policy))
 
 
 def container_ip(ctr: Any, network: str) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 
 import nbformat
 
-from graders.sandbox import gpus_arg
 from onelab import dockerdoor
 
 METRICS_TAG = "metrics"
@@ -39,25 +38,20 @@ class Run:
 
 def papermill_args(name: str, image: str, work: Path, nb: str, params: dict[str, Any],
                    *, memory: str, cpus: float, gpus: str, timeout: int) -> list[str]:
-    return [
-        "run", "-i", "--rm", "--name", name, "--log-driver", "none",
-        "--label", f"{dockerdoor.ROLE_LABEL}=regress",
-        "--network", "none", "--read-only",
-        "--tmpfs", "/scratch:size=512m,uid=1000,gid=1000,mode=700",
-        "--memory", memory, "--memory-swap", memory, "--cpus", str(cpus),
-        "--pids-limit", "512",
-        *(["--gpus", gpus_arg(gpus)] if gpus != "none" else []),
-        "--env", f"OMP_NUM_THREADS={max(1, int(cpus))}",
-        "--user", "1000:1000", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--env", "HOME=/scratch", "--env", "MPLCONFIGDIR=/scratch/.mpl",
-        "--env", "IPYTHONDIR=/scratch/.ipython", "--env", "JUPYTER_RUNTIME_DIR=/scratch/.rt",
-        "--env", "TMPDIR=/scratch", "--env", "PYTHONDONTWRITEBYTECODE=1",
-        "--volume", f"{work}:/work", "--workdir", "/work",
-        "--entrypoint", "papermill",
-        image, nb, f".out-{nb}", "--kernel", "python3", "--cwd", "/work",
-        "--execution-timeout", str(timeout), "--parameters_yaml", json.dumps(params),
-        "--no-progress-bar", "--no-log-output",
-    ]
+    """A regression run: papermill in the course image, no network, read-only, non-root,
+    limits; the notebook's folder (a copy) is its only mount."""
+    return dockerdoor.run_args(dockerdoor.Policy(
+        role="regress", image=image, name=name, entrypoint=("papermill",),
+        command=(nb, f".out-{nb}", "--kernel", "python3", "--cwd", "/work",
+                 "--execution-timeout", str(timeout), "--parameters_yaml", json.dumps(params),
+                 "--no-progress-bar", "--no-log-output"),
+        environment=(("HOME", "/scratch"), ("MPLCONFIGDIR", "/scratch/.mpl"),
+                     ("IPYTHONDIR", "/scratch/.ipython"), ("JUPYTER_RUNTIME_DIR", "/scratch/.rt"),
+                     ("TMPDIR", "/scratch"), ("PYTHONDONTWRITEBYTECODE", "1")),
+        workdir="/work", memory=memory, cpus=cpus, pids=512, gpus=gpus,
+        tmpfs=(("/scratch", "size=512m,uid=1000,gid=1000,mode=700"),),
+        mounts=(dockerdoor.Mount(str(work), "/work", read_only=False),),
+        stdin=True, logs=False))
 
 
 def run_notebook(label: str, source: Path, image: str, params: dict[str, Any], *,

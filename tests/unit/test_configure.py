@@ -87,9 +87,13 @@ def test_oauth_maps_groups_to_roles(tmp_path):
     assert "access:servers" not in role["scopes"]
     # the identity provider owns groups: courses add no load_groups (JupyterHub refuses both),
     # and formgrader access goes to the spec's staff by name
-    from hub.courses import configure_courses
+    from hub.courses import configure_courses, course_specs
+    from hub.formgrader import configure_formgraders
 
-    configure_courses(c, load(path=None, environ=env), "172.30.0.1")
+    s = load(path=None, environ=env)
+    configure_courses(c, s, "172.30.0.1")
+    configure_formgraders(c, s, course_specs(s), {x.id: 9000 + i for i, x in
+                                                  enumerate(course_specs(s))})
     assert not c.JupyterHub.get("load_groups")
     staff = [r for r in c.JupyterHub.load_roles if r["name"].endswith("-staff")]
     assert staff and all("users" in r and "groups" not in r for r in staff)
@@ -120,6 +124,7 @@ def test_services_culler_and_admin_token(settings):
 def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, monkeypatch):
     from hub.courses import EXCHANGE_SERVICE, configure_courses
     from hub.exchange_service import Courses
+    from hub.formgrader import configure_formgraders
     from onelab.course import load_courses
     from tests.courses import minicourse
 
@@ -135,6 +140,7 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, mo
     c = Config()
     configure_spawner(c, s)
     configure_courses(c, s, "172.30.0.1")
+    configure_formgraders(c, s, load_courses(courses), {"mini": 8123})
     fg = next(x for x in c.JupyterHub.services if x["name"] == "formgrader-mini")
     # the hub runs the manager that confines the formgrader in a container; the manager
     # reads the settings, the container gets none
