@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from docker.errors import APIError, ImageNotFound
-
 from images import table
 from onelab import dockerdoor
 from onelab.errors import OneLabError
@@ -93,8 +91,7 @@ def bootstrap_rootfs(settings: Settings, echo: Echo) -> str:
                     p.unlink()
         tarball = work / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        repo, _, tg = rootfs_tag.partition(":")
-        dockerdoor.client().api.import_image_from_file(str(tarball), repository=repo, tag=tg)
+        dockerdoor.import_image(str(tarball), rootfs_tag)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rootfs_tag
@@ -133,20 +130,14 @@ def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
 
 def _docker_build(context: Path, tag: str, buildargs: dict[str, str], echo: Echo,
                   labels: dict[str, str] | None = None) -> None:
-    api = dockerdoor.client().api
-    last_error = None
+    def step(line: str) -> None:
+        if line.startswith("Step "):
+            echo(f"      {line[:110]}")
+
     try:
-        for chunk in api.build(path=str(context), tag=tag, buildargs=buildargs, rm=True,
-                               forcerm=True, pull=False, decode=True, labels=labels or {}):
-            if "error" in chunk:
-                last_error = chunk["error"].strip()
-            line = (chunk.get("stream") or "").rstrip()
-            if line.startswith("Step "):
-                echo(f"      {line[:110]}")
-    except APIError as e:
-        raise BuildError(f"docker build of {tag} failed: {e.explanation or e}") from None
-    if last_error:
-        raise BuildError(f"docker build of {tag} failed: {last_error}")
+        dockerdoor.build_image(str(context), tag, buildargs, labels or {}, step)
+    except OneLabError as e:
+        raise BuildError(str(e)) from None
 
 
 def build_base(settings: Settings, echo: Echo) -> str:
@@ -159,12 +150,11 @@ def build_base(settings: Settings, echo: Echo) -> str:
         base_image = settings.images.registry_base
         if not dockerdoor.image_exists(base_image):
             echo(f"      pulling {base_image}")
-            repo, _, tg = base_image.partition(":")
             try:
-                dockerdoor.client().images.pull(repo, tag=tg or "latest")
-            except APIError as e:
-                raise BuildError(f"cannot pull {base_image} ({e.explanation}); set "
-                                 "images.base_source=bootstrap to build it offline") from None
+                dockerdoor.pull_image(base_image)
+            except OneLabError as e:
+                raise BuildError(f"{e}; set images.base_source=bootstrap to build it "
+                                 "offline") from None
     else:
         base_image = bootstrap_rootfs(settings, echo)
     _docker_build(
@@ -228,8 +218,5 @@ def build(settings: Settings, gpu: bool = False, echo: Echo = print) -> str:
 
 def image_versions(tag: str) -> dict[str, str]:
     """The version labels an image carries (for `onelab images list`)."""
-    try:
-        labels = dockerdoor.client().images.get(tag).labels or {}
-    except ImageNotFound:
-        return {}
+    labels = dockerdoor.image_labels(tag)
     return {k.removeprefix("org.onelab."): v for k, v in labels.items() if k.startswith("org.onelab.")}

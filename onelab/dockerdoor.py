@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 import docker
 from onelab.errors import DockerUnavailable, ImageMissing
@@ -153,6 +153,48 @@ def require_image(tag: str, what: str = "image") -> dict[str, Any]:
         raise ImageMissing(
             f"{what} {tag} is not built; run `onelab images build` (or set spawner.image)"
         ) from None
+
+
+def build_image(context: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+                on_line: Any = None) -> None:
+    """`docker build` of a context folder (never pulling); each output line to `on_line`.
+    A failed build raises DockerUnavailable with Docker's own last error."""
+    last_error = None
+    try:
+        for chunk in client().api.build(path=context, tag=tag, buildargs=buildargs, rm=True,
+                                        forcerm=True, pull=False, decode=True, labels=labels):
+            if "error" in chunk:
+                last_error = chunk["error"].strip()
+            line = (chunk.get("stream") or "").rstrip()
+            if line and on_line is not None:
+                on_line(line)
+    except APIError as e:
+        raise DockerUnavailable(f"docker build of {tag} failed: {e.explanation or e}") from None
+    if last_error:
+        raise DockerUnavailable(f"docker build of {tag} failed: {last_error}")
+
+
+def import_image(tarball: str, tag: str) -> None:
+    """`docker import` of a root file system tarball as `tag`."""
+    repo, _, tg = tag.partition(":")
+    client().api.import_image_from_file(tarball, repository=repo, tag=tg)
+
+
+def pull_image(ref: str) -> None:
+    """Pull from a registry (only where the operator asked for a registry base)."""
+    repo, _, tg = ref.partition(":")
+    try:
+        client().images.pull(repo, tag=tg or "latest")
+    except APIError as e:
+        raise DockerUnavailable(f"cannot pull {ref} ({e.explanation})") from None
+
+
+def image_labels(tag: str) -> dict[str, str]:
+    """An image's labels, {} when it is not there."""
+    try:
+        return client().images.get(tag).labels or {}
+    except ImageNotFound:
+        return {}
 
 
 def image_exists(tag: str) -> bool:
