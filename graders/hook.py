@@ -46,10 +46,14 @@ def apply(config: Any, opts: Any) -> None:
 def use_sandbox(c: Any, image: str | None = None, **limits: Any) -> None:
     """For a course's nbgrader_config.py: `c` is the config nbgrader is loading."""
     from graders.grade import Options
-    from images.table import learner_image
+    from images.table import grading_image
+    from onelab.course import courses_dir, load_course
     from onelab.settings import load
 
     s = load()
-    opts = Options.from_settings(s.grading, image or s.grading.image or learner_image(s),
-                                 **limits)
-    apply(c, opts)
+    if image is None:  # the course's spec may name one (by the config's course_id)
+        course_id = c.CourseDirectory.get("course_id") if "CourseDirectory" in c else None
+        spec = (s.courses_dir or courses_dir()) / str(course_id) / "course.yml"
+        image = grading_image(s, load_course(spec).image if course_id and spec.exists()
+                              else "learner")
+    apply(c, Options.from_settings(s.grading, image, **limits))

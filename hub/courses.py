@@ -24,14 +24,10 @@ def course_specs(settings: Settings) -> list[Course]:
 
 
 def course_image(settings: Settings, course: Course) -> str:
-    """The one rule for a course's image (its grading service, its sandbox): the spec's image
-    when it names one, else grading.image, else the learner image."""
-    from images.table import course_image as spec_image
-    from images.table import learner_image
+    """A course's grading service and sandbox image: images.table.grading_image's rule."""
+    from images.table import grading_image
 
-    if course.image != "learner":
-        return spec_image(course.image, settings)
-    return settings.grading.image or learner_image(settings)
+    return grading_image(settings, course.image)
 
 
 def exchange_root(settings: Settings) -> Path:

@@ -74,6 +74,15 @@ def learner_image(settings: Settings) -> str:
     return tag("learner-gpu" if settings.uses_gpu else "learner", settings)
 
 
+def grading_image(settings: Settings, spec_image: str = "learner", gpu: bool = False) -> str:
+    """The one rule for the image a course is graded in (`onelab grade`, the formgrader's
+    autograde, `onelab assignment grade`, regress's grading QA): the image its spec names, else
+    grading.image, else the learner image."""
+    if spec_image != "learner":
+        return spec_image
+    return settings.grading.image or course_image("learner", settings, gpu)
+
+
 def course_image(spec_image: str, settings: Settings, gpu: bool = False) -> str:
     """The image a course runs in: its spec's `image` (`learner` means the learner image)."""
     if spec_image != "learner":

@@ -187,9 +187,9 @@ def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
-    from images.table import learner_image
+    from images.table import grading_image
 
-    image = a.image or _spec_image(Path(a.course_dir), s) or s.grading.image or learner_image(s)
+    image = a.image or grading_image(s, _spec_image(Path(a.course_dir), s) or "learner")
     return _grade(s, Path(a.course_dir), a.assignment, image, force=a.force,
                   students=a.student or None, workers=a.workers, memory=a.memory,
                   cell_timeout=a.cell_timeout, notebook_timeout=a.notebook_timeout, gpus=a.gpus)
@@ -198,7 +198,7 @@ def cmd_grade(s: Settings, a: argparse.Namespace) -> int:
 def _grade(s: Settings, course_dir: Path, assignment: str, image: str, *, force: bool,
            students: list[str] | None = None, workers: int | None = None,
            **overrides: Any) -> int:
-    """`onelab grade` and `onelab assignment grade`: settings.grading plus what was given."""
+    """`onelab grade`: settings.grading plus what was given."""
     from graders.grade import Options, grade
     from onelab import dockerdoor
 
@@ -214,15 +214,14 @@ def _spec_image(course_dir: Path, s: Settings) -> str | None:
     """The image a course's spec names, for an nbgrader course directory whose course_id is a
     course in courses/ (None when there is no such course or it uses the learner image)."""
     from graders.grade import nbgrader_config
-    from images.table import course_image
     from onelab.course import courses_dir, load_course
 
     course_id = nbgrader_config(course_dir).CourseDirectory.get("course_id")
     spec = (s.courses_dir or courses_dir()) / str(course_id) / "course.yml"
     if not course_id or not spec.exists():
         return None
-    course = load_course(spec)
-    return course_image(course.image, s) if course.image != "learner" else None
+    image = load_course(spec).image
+    return None if image == "learner" else image
 
 
 def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:
@@ -285,12 +284,15 @@ def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
         _echo(f"collected {len(got)} submission(s) of {a.course}/{a.assignment}: "
               f"{', '.join(got) or 'none yet'}")
     elif a.sub == "grade":
-        from images.table import learner_image
-
-        root = coursework.course_root(s, a.course)
-        coursework.find_course(s, a.course)
-        image = _spec_image(root, s) or s.grading.image or learner_image(s)  # as `onelab grade`
-        return _grade(s, root, a.assignment, image, force=a.force)
+        # in the course's grading service (its sandbox image and limits are the hub's): the
+        # course directory is staff-writable, so it is never graded from the host
+        rows = coursework.grade(s, a.course, a.assignment, force=a.force)
+        for r in rows:
+            _echo(f"{r['student']:<20} {r['status']:<8} {r.get('error', '')[:200]}")
+        failed = sum(r["status"] == "failed" for r in rows)
+        _echo(f"{sum(r['status'] == 'graded' for r in rows)} graded, {failed} failed, "
+              f"{sum(r['status'] == 'skipped' for r in rows)} skipped")
+        return 1 if failed else 0
     elif a.sub == "feedback":
         sent = coursework.feedback(s, a.course, a.assignment)
         _echo(f"feedback of {a.course}/{a.assignment} ready for {len(sent)} learner(s): "

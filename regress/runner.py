@@ -60,10 +60,12 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
     started = time.monotonic()
     workers = max(1, workers or os.cpu_count() or 1)
     gpus = "all" if device == "cuda" else "none"
-    from images.table import course_image
+    from images.table import course_image, grading_image
 
+    # notebooks run where learners run them; grading QA grades as the course is graded
     images = {c.id: course_image(c.image, settings, gpu=device == "cuda") for c in courses}
-    for img in sorted(set(images.values())):
+    graders = {c.id: grading_image(settings, c.image, gpu=device == "cuda") for c in courses}
+    for img in sorted(set(images.values()) | (set(graders.values()) if qa else set())):
         dockerdoor.require_image(img, "course image")
     entries = [Entry(c.id, a.id) for c in courses for a in c.assignments]
     by_key = {(e.course, e.assignment): e for e in entries}
@@ -103,9 +105,9 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
         for c in courses:
             for a in c.assignments:
                 opts = Options.from_settings(
-                    settings.grading, images[c.id], memory="4G", gpus=gpus,
+                    settings.grading, graders[c.id], memory="4G", gpus=gpus,
                     cell_timeout=a.regress.timeout, notebook_timeout=a.regress.timeout * 2)
-                result = check_assignment(c, a.id, images[c.id], opts, workers=workers)
+                result = check_assignment(c, a.id, graders[c.id], opts, workers=workers)
                 e = by_key[(c.id, a.id)]
                 e.qa = result
                 e.problems += result.problems
