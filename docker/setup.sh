@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Set up OneLab on a Debian machine (as root): system packages, a running Docker Engine,
 # .venv with the `onelab` CLI, and configurable-http-proxy. Idempotent and quick when done.
-#   --test   also what the test suite needs: PostgreSQL, Chromium, Korean fonts, pytest.
+#   --test   also what the test suite needs: PostgreSQL, Chromium, Korean fonts.
+#   --lock   also uv, which maintainers need to regenerate the locks (docker/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_deps=0
-[ "${1:-}" = "--test" ] && test_deps=1
+lock_tool=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) test_deps=1 ;;
+    --lock) lock_tool=1 ;;
+    *) echo "usage: docker/setup.sh [--test] [--lock]" >&2; exit 2 ;;
+  esac
+done
 CHP_VERSION=5.3.0
+UV_VERSION=0.13.9
 say() { echo "onelab setup: $*" >&2; }
+quiet_pip() {  # pip's file-index noise filtered out; pip's own exit status kept
+  .venv/bin/pip install -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 # -- system packages ------------------------------------------------------------------------
 pkgs=()
@@ -35,20 +48,25 @@ fi
 bash docker/ensure-dockerd.sh
 
 # -- Python environment ---------------------------------------------------------------------
-extras=""
-[ $test_deps = 1 ] && extras="[test]"
-stamp=".venv/.onelab-installed${extras}"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+# Exactly the pins of docker/host.lock, each wheel checked against its hash (pytest, Playwright
+# and ruff included: one lock for every host), then onelab itself with no dependency resolution
+# and no build isolation (its build backend is in the lock too): nothing unpinned comes in.
+stamp=".venv/.onelab-locked"
+want=$(cat pyproject.toml docker/host.lock | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   python3 -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing onelab${extras} into .venv (first time ~1 min)"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" || true
+  say "installing docker/host.lock and onelab into .venv (first time ~1 min)"
+  quiet_pip --require-hashes -r docker/host.lock
+  quiet_pip --no-deps --no-build-isolation -e .
   .venv/bin/python -c 'import onelab_cli.main, hub.configure' # fail loudly if the install did
   echo "$want" > "$stamp"
+fi
+if [ $lock_tool = 1 ] && [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  say "installing uv $UV_VERSION (for docker/lock.sh only)"
+  quiet_pip "uv==$UV_VERSION"
 fi
 
 # -- configurable-http-proxy (npm), kept inside .venv ---------------------------------------

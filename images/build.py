@@ -2,8 +2,10 @@
 
 Nothing is fetched inside ``docker build``: the base's Debian packages come from debootstrap on
 the host (or are already in the registry image), and the learner's Python packages from a
-wheelhouse built on the host with ``pip download`` and installed with ``--no-index``. The same
-wheelhouse and bootstrap serve offline classrooms.
+wheelhouse built on the host with ``pip download`` and installed with ``--no-index``. The CPU
+image's wheelhouse is exactly its lock (``images/learner/requirements.lock``: every package
+pinned, every file hash-checked on download and again on install), so one tag is one set of
+versions. The same wheelhouse and bootstrap serve offline classrooms.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from images import table
 from onelab import dockerdoor
@@ -97,8 +101,22 @@ def bootstrap_rootfs(settings: Settings, echo: Echo) -> str:
     return rootfs_tag
 
 
+def check_lock(settings: Settings) -> None:
+    """The lock must hold the torch that images.torch asks for: the lock, not the setting, is
+    what gets installed, so a setting the lock does not satisfy is an error, not a silent swap."""
+    lock = table.learner_lock()
+    try:
+        wanted = Requirement(settings.images.torch)
+    except InvalidRequirement as e:
+        raise BuildError(f"images.torch = {settings.images.torch!r} is not a requirement: {e}") from None
+    pinned = table.locked_versions(lock).get("torch")
+    if pinned is None or not wanted.specifier.contains(pinned, prereleases=True):
+        raise BuildError(f"images.torch is {settings.images.torch!r} but {lock} pins torch "
+                         f"{pinned}: regenerate the lock with docker/lock.sh (and commit it)")
+
+
 def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
-    """Download every wheel the learner image needs, for Python 3.11 on x86-64, once."""
+    """Download every wheel the learner image needs, for bookworm's Python on x86-64, once."""
     name = "learner-gpu" if gpu else "learner"
     target = settings.images.cache_dir / "wheelhouse" / f"{name}-{table.inputs_hash(name, settings)}"
     if (target / ".complete").exists():
@@ -106,17 +124,23 @@ def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    major_minor = "".join(table.PYTHON_VERSION.split(".")[:2])
     cmd = [
         sys.executable, "-m", "pip", "download", "--dest", str(tmp), "--only-binary=:all:",
         "--python-version", table.PYTHON_VERSION, "--implementation", "cp",
-        "--abi", "cp" + table.PYTHON_VERSION.replace(".", ""),
-        *(a for p in PLATFORMS for a in ("--platform", p)),
-        "-r", str(table.TABLE["learner"].directory / "requirements.txt"),
-        table.torch_requirement(settings, gpu),
+        "--abi", f"cp{major_minor}", *(a for p in PLATFORMS for a in ("--platform", p)),
     ]
-    if not gpu and settings.images.torch_index_url:
-        cmd += ["--extra-index-url", settings.images.torch_index_url]
-    echo(f"      pip download into {target} ({'several GB: CUDA torch' if gpu else '~800 MB'})")
+    if gpu:
+        # Not locked yet: the CUDA torch and its nvidia-* wheels are several GB that no machine
+        # here can download or test, so this resolves requirements.txt + images.torch_gpu anew.
+        cmd += ["-r", str(table.TABLE["learner"].directory / "requirements.txt"),
+                table.torch_requirement(settings, gpu)]
+    else:
+        # One file per pin, its hash checked; the lock already holds every dependency.
+        cmd += ["--require-hashes", "--no-deps", "-r", str(table.learner_lock())]
+        if settings.images.torch_index_url:
+            cmd += ["--extra-index-url", settings.images.torch_index_url]
+    echo(f"      pip download into {target} ({'several GB: CUDA torch' if gpu else '~400 MB'})")
     try:
         _run_logged(cmd, settings.images.cache_dir / "logs" / f"wheelhouse-{name}.log", echo)
         (tmp / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -166,13 +190,20 @@ def build_base(settings: Settings, echo: Echo) -> str:
     return tag
 
 
-def _pinned_versions() -> dict[str, str]:
-    out = {}
+def _version_labels(settings: Settings, gpu: bool) -> dict[str, str]:
+    """org.onelab.version.<package> for each top-level package: the locked version (CPU), or the
+    requirement's pin (GPU, not locked)."""
+    pins = {}
     for line in (table.TABLE["learner"].directory / "requirements.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             pkg, _, ver = line.partition("==")
-            out[pkg.strip()] = ver.strip()
-    return out
+            pins[pkg.strip()] = ver.strip()
+    torch_req = table.torch_requirement(settings, gpu)
+    pins["torch"] = re.split(r"[=<>!~]+", torch_req)[-1].strip()
+    if not gpu:
+        locked = table.locked_versions()
+        pins = {pkg: locked[table.normalize(pkg)] for pkg in pins}
+    return {f"org.onelab.version.{pkg}": ver for pkg, ver in pins.items()}
 
 
 def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, echo: Echo) -> str:
@@ -185,12 +216,11 @@ def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, ec
         (ctxp / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             os.link(whl, ctxp / "wheels" / whl.name)  # same file system: no copy
-        torch_req = table.torch_requirement(settings, gpu)
-        labels = {f"org.onelab.version.{k}": v for k, v in _pinned_versions().items()}
-        labels["org.onelab.version.torch"] = re.split(r"[=<>!~]+", torch_req)[-1].strip()
+        labels = _version_labels(settings, gpu)
         labels["org.onelab.variant"] = "gpu" if gpu else "cpu"
-        _docker_build(ctxp, tag, {"BASE_IMAGE": base_tag, "TORCH": torch_req,
-                                  "ONELAB_INPUTS": tag.split(":")[1]}, echo, labels=labels)
+        buildargs = {"BASE_IMAGE": base_tag, "ONELAB_INPUTS": tag.split(":")[1],
+                     "LOCKED": "0" if gpu else "1", "TORCH": table.torch_requirement(settings, gpu)}
+        _docker_build(ctxp, tag, buildargs, echo, labels=labels)
     return tag
 
 
@@ -199,6 +229,8 @@ def build(settings: Settings, gpu: bool = False, echo: Echo = print) -> str:
     name = "learner-gpu" if gpu else "learner"
     tag = table.tag(name, settings)
     total = 3
+    if not gpu:
+        check_lock(settings)
     dockerdoor.client()
     t = _step(echo, 1, total, f"base image {table.tag('base', settings)}")
     base = build_base(settings, echo)

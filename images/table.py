@@ -1,12 +1,15 @@
 """The image hierarchy as data, and tags derived from a hash of each image's build inputs.
 
-A tag is ``onelab/<name>:<12 hex digits>``: change a Dockerfile, a requirement, the package list
-or the torch setting and the tag changes, so a stale image is never mistaken for a current one.
+A tag is ``onelab/<name>:<12 hex digits>``: change a Dockerfile, a requirement, a pin of the
+learner's lock (``images/learner/requirements.lock``, hashed with the rest of its directory), the
+package list or the torch setting and the tag changes, so a stale image is never mistaken for a
+current one, and one tag always holds one set of package versions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from onelab.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 REPO = "onelab"
-PYTHON_VERSION = "3.11"  # Debian bookworm's python3; the wheelhouse is built for it
+# Debian bookworm's python3, patch level included: the learner lock is resolved for it (a newer
+# 3.11.x would accept releases that need 3.11.5) and the wheelhouse is downloaded for it.
+PYTHON_VERSION = "3.11.2"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,26 @@ def debian_packages() -> list[str]:
 
 def torch_requirement(settings: Settings, gpu: bool) -> str:
     return settings.images.torch_gpu if gpu else settings.images.torch
+
+
+def learner_lock() -> Path:
+    """The CPU learner image's lock: every package pinned, every file's sha256 (docker/lock.sh)."""
+    return TABLE["learner"].directory / "requirements.lock"
+
+
+def normalize(name: str) -> str:
+    """A distribution name as PEP 503 compares it (`Ruamel.YAML` is `ruamel-yaml`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock: Path | None = None) -> dict[str, str]:
+    """{normalized name: version} of a lock's `name==version` lines."""
+    pins = {}
+    for line in (lock or learner_lock()).read_text().splitlines():
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if m:
+            pins[normalize(m.group(1))] = m.group(2)
+    return pins
 
 
 def inputs_hash(name: str, settings: Settings) -> str:

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from images import table
 from images.table import learner_image
 from onelab import dockerdoor
 from onelab.settings import load
@@ -39,9 +40,35 @@ def test_learner_stack_imports_and_versions(image):
     assert out["lab"].startswith("4.") and out["notebook"].startswith("7.")
     assert out["singleuser"] == "6.1.1" and out["ko"].startswith("4.5")
     labels = dockerdoor.client().images.get(image).labels
-    assert labels["org.onelab.version.torch"] == "2.13.0"
+    assert labels["org.onelab.version.torch"] == table.locked_versions()["torch"] == out["torch"]
     assert labels["org.onelab.version.jupyterlab"] == out["lab"]
     assert labels["org.onelab.variant"] == "cpu"
+
+
+def test_installed_packages_are_exactly_the_lock(image):
+    """A fresh clone builds the same installed package set as requirements.lock: every package
+    name for name and version for version, nothing more (pip itself, the venv's installer, aside)
+    and nothing that pip finds broken."""
+    out = json.loads(run_in(image, (
+        "import json, subprocess, sys, importlib.metadata as md\n"
+        "check = subprocess.run([sys.executable, '-m', 'pip', 'check', '--disable-pip-version-"
+        "check'], capture_output=True, text=True)\n"
+        "print(json.dumps({'dists': [[d.metadata['Name'], d.version] for d in md.distributions()],"
+        " 'check': check.returncode, 'check_out': check.stdout + check.stderr}))"
+    )))
+    installed: dict[str, str] = {}
+    for name, version in out["dists"]:
+        assert table.normalize(name) not in installed, f"{name} installed twice"
+        installed[table.normalize(name)] = version
+    locked = table.locked_versions()
+    if "pip" not in locked:
+        installed.pop("pip")
+    missing = sorted(set(locked) - set(installed))
+    extra = sorted(set(installed) - set(locked))
+    moved = sorted(f"{p} {installed[p]} (lock {locked[p]})" for p in set(locked) & set(installed)
+                   if installed[p] != locked[p])
+    assert not (missing or extra or moved), f"missing {missing}, extra {extra}, moved {moved}"
+    assert out["check"] == 0, out["check_out"]
 
 
 def test_learners_get_learner_tools_in_korean(image):

@@ -21,6 +21,20 @@ def test_tag_changes_with_inputs(tmp_path, monkeypatch):
     assert "git" in table.debian_packages()
 
 
+def test_tag_changes_with_any_locked_version(tmp_path, monkeypatch):
+    """Two builds with one tag hold the same packages: a transitive pin is an input too."""
+    s = load(path=None, environ={})
+    before = table.tag("learner", s)
+    copy = tmp_path / "learner"
+    shutil.copytree(table.TABLE["learner"].directory, copy)
+    lock = copy / "requirements.lock"
+    assert "\nsoupsieve==" in lock.read_text()  # a dependency of a dependency, not a requirement
+    lock.write_text(lock.read_text().replace("\nsoupsieve==", "\nsoupsieve==9", 1))
+    monkeypatch.setitem(table.TABLE, "learner", table.ImageSpec("learner", copy, "base"))
+    assert table.tag("learner", s) != before
+    assert table.learner_lock() == lock
+
+
 def test_spawner_image_setting_wins():
     s = load(path=None, environ={"ONELAB_SPAWNER__IMAGE": "myorg/course:1"})
     assert table.learner_image(s) == "myorg/course:1"
