@@ -17,3 +17,7 @@ class Execution:
     seconds: float = 0.0
     log: str = ""
     marks: list[Any] = field(default_factory=list)
+    # What the notebook wrote in its work directory, as the runner sent it (unchecked):
+    # {"written": {relpath: base64}, "left_out": [relpath...], "left_out_count": n}.
+    # None: the reply carried none (a crash, or a path that does not pass them on).
+    files: dict[str, Any] | None = None

@@ -9,12 +9,17 @@ without nbformat and nbclient, whose imports alone cost more than a kernel start
 Arguments: the source of graders/guard.py, the kernel name.
 Payload: {"key": hex, "notebook": {"cells": [{"cell_type", "source", "metadata"}...]},
           "files": {relpath: base64}, "cell_timeout": s, "notebook_timeout": s,
-          "max_output_bytes": n, "verify": [indices of test cells]}
+          "max_output_bytes": n, "verify": [indices of test cells],
+          optional "max_written_files": n, "max_written_bytes": n}
 Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result)}, where
           result = {"status": "ok" | "timeout" | "error", "reason": str, "seconds": s,
                     "cells": [{"outputs": [...], "execution_count": int | null, "executed": bool,
                                "verified": bool, "why": str, "completed": bool | null,
-                               "value": "n:<number>" | "none" | "o:<type>" | "-" | ""}]}
+                               "value": "n:<number>" | "none" | "o:<type>" | "-" | ""}],
+                    "files": {"written": {relpath: base64}, "left_out": [relpath...],
+                              "left_out_count": n}}
+          "files" are what the notebook created or changed in its work directory (as stock
+          nbgrader leaves them beside the graded notebook), capped in count and bytes.
 
 The learner's code runs in the kernel, a child of this process, and must not be able to forge
 the reply: the kernel's stdout and stderr go to /dev/null (the reply goes to a private copy of
@@ -34,8 +39,16 @@ import json
 import os
 import queue
 import signal
+import stat
 import sys
 import time
+
+# What the notebook wrote that comes back (graders/preprocessor.py SandboxedExecute enforces
+# the same caps again on the host): well below the reply's own bound (sandbox.MAX_REPLY).
+MAX_WRITTEN_FILES = 100
+MAX_WRITTEN_BYTES = 20 * 1024 * 1024
+MAX_SCANNED = 10_000  # files and folders looked at: a million of them end it soon
+MAX_NAMED = 20  # left-out files named in the reply (the rest are counted)
 
 
 class Attestations:
@@ -128,6 +141,68 @@ def verdict(records, source, marks=True):
     if not done:
         return True, "", False, ""
     return True, "", True, done[-1][3]
+
+
+def _read(fd, limit):
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def written_files(work, inputs, max_files, max_bytes):
+    """The files the notebook created or changed under `work` (input files it left as they
+    were do not go back), base64, capped in count and total size. Returns (written, left_out).
+
+    Hidden files and folders are skipped, links are never followed (a link is skipped, so is
+    anything not a regular file), and each file is opened without following a link in its last
+    step: a process the notebook left behind cannot swap one in while this reads."""
+    written, left_out, total, scanned = {}, [], 0, 0
+    for root, dirs, names in os.walk(work, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        names = [n for n in sorted(names) if not n.startswith(".")]
+        room = MAX_SCANNED - scanned - 1  # folders count too: a million empty ones end it
+        scanned += 1 + len(names)
+        full = scanned > MAX_SCANNED
+        if full:
+            left_out.append("...")
+            names = names[:max(0, room)]
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, work).replace(os.sep, "/")
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a link, or gone
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                data = None
+                given = inputs.get(rel)
+                if given is not None and info.st_size == given[1]:
+                    data = _read(fd, given[1] + 1)
+                    if hashlib.sha256(data).hexdigest() == given[0]:
+                        continue  # an input file, unchanged
+                if len(written) >= max_files or total + info.st_size > max_bytes:
+                    left_out.append(rel)
+                    continue
+                if data is None:
+                    data = _read(fd, max_bytes - total + 1)
+            finally:
+                os.close(fd)
+            if total + len(data) > max_bytes:  # it grew while this read it
+                left_out.append(rel)
+                continue
+            total += len(data)
+            written[rel] = base64.b64encode(data).decode("ascii")
+        if full:
+            break
+    return written, left_out
 
 
 class Outputs:
@@ -403,13 +478,17 @@ def main():
     payload = json.loads(raw.decode("utf-8"))
     begun = time.monotonic()  # the time limits count from here
     key = bytes.fromhex(payload.pop("key"))
+    inputs = {}  # relpath -> (sha256, size): what the notebook finds; only changes go back
     for rel, b64 in payload.get("files", {}).items():
         dest = os.path.normpath(os.path.join(work, rel))
         if not dest.startswith(work + os.sep):
             continue  # never write outside the work directory
         os.makedirs(os.path.dirname(dest), exist_ok=True)
+        data = base64.b64decode(b64)
         with open(dest, "wb") as fh:
-            fh.write(base64.b64decode(b64))
+            fh.write(data)
+        inputs[os.path.relpath(dest, work).replace(os.sep, "/")] = (
+            hashlib.sha256(data).hexdigest(), len(data))
     verify = set(payload.get("verify", []))
     cells = payload["notebook"]["cells"]
     for cell in cells:
@@ -455,6 +534,15 @@ def main():
         except Exception:
             pass
     mark("kernel stopped")
+    try:
+        written, left_out = written_files(
+            work, inputs, int(payload.get("max_written_files", MAX_WRITTEN_FILES)),
+            int(payload.get("max_written_bytes", MAX_WRITTEN_BYTES)))
+    except Exception as e:  # noqa: BLE001 - the outputs still count
+        written, left_out = {}, [f"(not collected: {type(e).__name__})"]
+    files = {"written": written, "left_out": left_out[:MAX_NAMED],
+             "left_out_count": len(left_out)}
+    mark("files collected")
     none = (False, "this test cell never ran", False, "")
     out_cells = [{"outputs": c["outputs"], "execution_count": c["execution_count"],
                   "executed": i in executed,
@@ -464,7 +552,7 @@ def main():
                   "value": verdicts.get(i, none)[3]}
                  for i, c in enumerate(cells)]
     result = json.dumps({"status": status, "reason": reason, "cells": out_cells, "marks": marks,
-                         "seconds": round(time.monotonic() - started, 3)})
+                         "seconds": round(time.monotonic() - started, 3), "files": files})
     mac = hmac.new(key, result.encode(), hashlib.sha256).hexdigest()
     data = ('{"result": ' + result + ', "mac": "' + mac + '"}\n').encode()
     while data:

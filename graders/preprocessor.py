@@ -9,8 +9,13 @@ sources and metadata are the grader's own copy.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import os
 import re
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +186,163 @@ def submission_files(directory: Path, skip: set[str]) -> dict[str, bytes]:
     return out
 
 
+# What a notebook writes while graded comes back (graders/incontainer.py collects it, with the
+# same caps) and lands beside the graded notebook, as stock nbgrader leaves it there.
+MAX_WRITTEN_FILES = 100
+MAX_WRITTEN_BYTES = 20 * 1024 * 1024  # well below what a reply may hold (sandbox.MAX_REPLY)
+# Never replaced by what a notebook wrote: nbgrader's own record of the submission time
+# (resumable runs compare it), and the assignment's notebooks (top level), this one included.
+KEPT_NAMES = ("timestamp.txt",)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def safe_relpath(rel: Any) -> str | None:
+    """`rel` if it is a plain relative path that stays inside its folder, else None: no
+    absolute path, no `..` or `.`, no empty or hidden part, no backslash or control character."""
+    if not isinstance(rel, str) or not rel or len(rel) > 1024 or _CONTROL.search(rel):
+        return None
+    parts = rel.split("/")
+    if len(parts) > 16 or any(not p or p.startswith(".") or len(p.encode()) > 255
+                              for p in parts):
+        return None  # "", ".", "..", hidden names, and a leading "/" (an empty first part)
+    return rel
+
+
+def _replaceable(parts: list[str]) -> bool:
+    """Whether a file the notebook wrote may take this place (see KEPT_NAMES)."""
+    return bool(parts) and not (len(parts) == 1 and (parts[0] in KEPT_NAMES or
+                                                    parts[0].endswith(".ipynb")))
+
+
+def written_files(files: Any, max_files: int = MAX_WRITTEN_FILES,
+                  max_bytes: int = MAX_WRITTEN_BYTES) -> tuple[dict[str, bytes], list[str]]:
+    """The files a sandbox run says the notebook wrote, checked for shape and caps (the runner
+    caps them too, but its reply is only as trustworthy as the image it ran in).
+    Returns ({relpath: bytes}, [notes for a person])."""
+    out: dict[str, bytes] = {}
+    notes: list[str] = []
+    if not isinstance(files, dict):
+        return out, notes
+    given = files.get("written")
+    left_out = [str(n) for n in files.get("left_out") or [] if isinstance(n, str)][:20]
+    count = files.get("left_out_count")
+    count = count if isinstance(count, int) and count >= len(left_out) else len(left_out)
+    unsafe: list[str] = []
+    kept: list[str] = []  # names it may not replace
+    total = 0
+    for rel, b64 in sorted(given.items()) if isinstance(given, dict) else []:
+        name = safe_relpath(rel)
+        try:
+            data = base64.b64decode(b64, validate=True) if isinstance(b64, str) else None
+        except (binascii.Error, ValueError):
+            data = None
+        if name is None or data is None:
+            unsafe.append(repr(rel)[:80])
+            continue
+        if not _replaceable(name.split("/")):
+            kept.append(name)
+            continue
+        if len(out) >= max_files or total + len(data) > max_bytes:
+            if len(left_out) < 20:
+                left_out.append(name)
+            count += 1
+            continue
+        total += len(data)
+        out[name] = data
+    if count:
+        notes.append(f"{count} file(s) the notebook wrote were not kept (at most {max_files} "
+                     f"files, {max_bytes // (1024 * 1024)} MiB in all): "
+                     + ", ".join(left_out) + (", ..." if count > len(left_out) else ""))
+    if unsafe:
+        notes.append("file(s) with unsafe names were not kept: " + ", ".join(unsafe[:20]))
+    if kept:
+        notes.append("file(s) the notebook wrote were not kept, as they would replace the "
+                     "notebooks or timestamp.txt: " + ", ".join(kept[:20]))
+    return out, notes
+
+
+def _replace_file(root_fd: int, parts: list[str], data: bytes) -> bool:
+    """Write one file under the open folder `root_fd`, never through a link: each folder is
+    opened with O_NOFOLLOW from the one before, and the file goes in by rename, so a link or a
+    hard link already there is replaced, never written through. False if a folder on the way
+    is not a folder, or the name is taken by anything but a regular file."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                return False  # a link or a file where a folder should be
+            os.close(fd)
+            fd = sub
+        name = parts[-1]
+        try:
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = f".onelab-{secrets.token_hex(8)}.tmp"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                      dir_fd=fd)
+        try:
+            with os.fdopen(out, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=fd)
+            raise
+        return True
+    finally:
+        os.close(fd)
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> tuple[list[str], list[str]]:
+    """Put what the notebook wrote into `directory` (where nbgrader writes the graded
+    notebook), as stock nbgrader's kernel would have left it there. Only safe relative paths,
+    never through a link, never over the assignment's notebooks or timestamp.txt.
+    Returns (written, refused)."""
+    written: list[str] = []
+    refused: list[str] = []
+    root_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for rel, data in sorted(files.items()):
+            name = safe_relpath(rel)
+            parts = name.split("/") if name else []
+            if not _replaceable(parts):
+                refused.append(rel)
+            elif _replace_file(root_fd, parts, data):
+                written.append(name)
+            else:
+                refused.append(rel)
+    finally:
+        os.close(root_fd)
+    return written, refused
+
+
+def tampered(run: Execution, tests: list[int]) -> list[str]:
+    """Why test cells that ran did not count (the guard saw tampering, or other code ran in
+    their place): a cheat attempt earns nothing for them, and a person should know."""
+    out = []
+    for i in tests:
+        c = run.cells[i] if i < len(run.cells) and isinstance(run.cells[i], dict) else {}
+        if c.get("executed") and c.get("verified") is False and isinstance(c.get("why"), str):
+            out.append(f"test cell {i}: {c['why'][:200]}")
+    return out[:5]
+
+
+def notice(nb: NotebookNode, text: str) -> None:
+    """A note for whoever reads the graded notebook or its feedback, on the last code cell that
+    ran and is not a test (stdout: nbgrader takes stderr on a test as a failure)."""
+    for cell in reversed(nb.cells):
+        if cell.cell_type == "code" and not is_test_cell(cell) and cell.execution_count:
+            cell.outputs.append(new_output("stream", name="stdout", text=f"\n[OneLab: {text}]\n"))
+            return
+
+
 class RestoreSourceMetadata(NbGraderPreprocessor):
     """Make every cell's nbgrader metadata the source's, before nbgrader's own sanitizing.
 
@@ -240,6 +402,11 @@ class SandboxedExecute(NbGraderPreprocessor):
     prestart = Bool(False, help="Start the next submission's container while this one runs."
                     ).tag(config=True)
     report_dir = Unicode("", help="Where to write one JSON report per notebook.").tag(config=True)
+    max_written_files = Integer(MAX_WRITTEN_FILES, help="Files a notebook writes while graded "
+                                "that are kept beside the graded notebook, at most."
+                                ).tag(config=True)
+    max_written_bytes = Integer(MAX_WRITTEN_BYTES, help="Bytes of those files, in all, at most."
+                                ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         path = Path(resources.get("metadata", {}).get("path") or ".")
@@ -261,8 +428,31 @@ class SandboxedExecute(NbGraderPreprocessor):
         inert(nb)
         if run.status != "ok":
             self.log.warning("Sandbox: %s (%s)", run.status, run.reason)
-        self._report(resources, run)
+        written, notes = self._keep_files(nb, resources, run)
+        self._report(resources, run, written, tampered(run, tests) + notes)
         return nb, resources
+
+    def _keep_files(self, nb: NotebookNode, resources: dict,
+                    run: Execution) -> tuple[list[str], list[str]]:
+        """Write what the notebook wrote beside the graded notebook: nbgrader's Execute runs
+        the kernel in the folder of the notebook it grades (resources' metadata path; in the
+        autograde pass that is autograded/<student>/<assignment>/, the converter's build
+        directory), so that is where stock nbgrader leaves them. Returns (written, notes)."""
+        files, notes = written_files(run.files, self.max_written_files, self.max_written_bytes)
+        where = (resources.get("metadata") or {}).get("path")
+        written: list[str] = []
+        if files and where and Path(where).is_dir():
+            written, refused = write_files(Path(where), files)
+            if refused:
+                notes.append("file(s) the notebook wrote were not kept, as a link or a folder "
+                             "is in their place: " + ", ".join(refused[:20]))
+        for note in notes:
+            self.log.warning("Sandbox: %s", note)
+            notice(nb, note)
+        if written:
+            self.log.info("Kept %d file(s) the notebook wrote: %s", len(written),
+                          ", ".join(written[:20]))
+        return written, notes
 
     def execute(self, payload: dict, files: dict[str, bytes], kernel: str,
                 tests: list[int]) -> Execution:
@@ -275,15 +465,23 @@ class SandboxedExecute(NbGraderPreprocessor):
         return sandbox.execute(payload, files, self.image, limits, kernel=kernel, verify=tests,
                                prestart=self.prestart)
 
-    def _report(self, resources: dict, run: Execution) -> None:
+    def _report(self, resources: dict, run: Execution, written: list[str],
+                flags: list[str]) -> None:
+        """One JSON report per notebook. A run that went through but needs a person's eyes
+        (a test cell that did not run as written, files left out) is "flagged", with why:
+        `onelab grade` lists every report that is not "ok" in its summary."""
         if not self.report_dir:
             return
         info = resources.get("nbgrader", {})
         d = Path(self.report_dir) / str(info.get("student", "unknown"))
         d.mkdir(parents=True, exist_ok=True)
+        status, reason = run.status, run.reason
+        if status == "ok" and flags:
+            status, reason = "flagged", "; ".join(flags)
         (d / f"{info.get('notebook', 'notebook')}.json").write_text(json.dumps({
-            "status": run.status, "reason": run.reason, "seconds": round(run.seconds, 2),
+            "status": status, "reason": reason, "seconds": round(run.seconds, 2),
             "cells_run": sum(1 for c in run.cells if c.get("executed")),
             "timeline": run.marks,
+            "files_written": written, "notes": flags,
             "stderr": run.log[-2000:],
         }, indent=1))

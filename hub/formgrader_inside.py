@@ -191,7 +191,8 @@ class RemoteExecute(SandboxedExecute):
             return Execution("crashed", f"the grading sandbox could not run it: {e}")
         return Execution(str(reply.get("status", "crashed")), str(reply.get("reason", "")),
                          reply.get("cells") or [], float(reply.get("seconds") or 0.0),
-                         str(reply.get("log", ""))[-4000:], reply.get("marks") or [])
+                         str(reply.get("log", ""))[-4000:], reply.get("marks") or [],
+                         reply.get("files"))  # checked where they are written (preprocessor)
 
 
 def configure(c: Any) -> None:
