@@ -130,6 +130,21 @@ def _onelab_guard():
     nodes_vars = run_nodes_co.co_varnames if run_nodes_co is not None else ()
     check_last = "to_run" in nodes_vars and "node" in nodes_vars
     main_thread, get_ident, getframe = _thread.get_ident(), _thread.get_ident, sys._getframe
+    # Cells are compiled under ipykernel's own folder, /tmp/ipykernel_<pid>/<hash>.py (not, say,
+    # .../site-packages/ipykernel_launcher.py, the bottom frame of a kernel started on its own).
+    try:
+        from ipykernel.compiler import get_tmp_directory
+
+        cell_dir = get_tmp_directory() + os.sep
+    except Exception:  # an older ipykernel: its cells still live in an ipykernel_ folder
+        cell_dir = ""
+
+    def is_cell(fn):
+        if _type(fn) is not _str:
+            return False
+        if cell_dir:
+            return fn.startswith(cell_dir)
+        return "/ipykernel_" in fn and not fn.endswith("ipykernel_launcher.py")
     _float, _int, _bool, _NoneType = float, int, bool, type(None)
     mro_of = type.__dict__["__mro__"].__get__
     name_of = type.__dict__["__name__"].__get__
@@ -174,7 +189,7 @@ def _onelab_guard():
         if not can_mark or get_ident() != main_thread:
             return False
         fn = frame.f_code.co_filename
-        if _type(fn) is not _str or "/ipykernel_" not in fn:
+        if not is_cell(fn):
             return False
         runner = frame.f_back
         nodes = runner.f_back if runner is not None else None
@@ -195,7 +210,7 @@ def _onelab_guard():
             if co is run_code_co or co is run_nodes_co or co is run_cell_co:
                 return False
             name = co.co_filename
-            if _type(name) is not _str or "/ipykernel_" in name:
+            if _type(name) is not _str or is_cell(name):
                 return False
             below = below.f_back
         return True
@@ -350,7 +365,7 @@ def _onelab_guard():
             if event == "compile":
                 if _len(args) >= 2:
                     src, fn = args[0], args[1]
-                    if _type(fn) is _str and "/ipykernel_" in fn:
+                    if is_cell(fn):
                         if _type(src) is _str:
                             src = src.encode("utf-8", "surrogatepass")
                         if _type(src) is _bytes:
@@ -358,7 +373,7 @@ def _onelab_guard():
             elif event == "exec":
                 if args and _type(args[0]) is _code:
                     fn = args[0].co_filename
-                    if _type(fn) is _str and "/ipykernel_" in fn:
+                    if is_cell(fn):
                         emit("X", fn, "", flags())
             elif event == MARK:
                 frame = getframe(1)  # whoever called sys.audit

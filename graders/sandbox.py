@@ -114,7 +114,7 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
     reply = _parse(run.stdout, key) if run.stdout else None
     if reply is not None:
         return Execution(reply["status"], reply.get("reason", ""), reply["cells"], elapsed,
-                         run.stderr, reply.get("marks", []))
+                         run.stderr, reply.get("marks", []), reply.get("files") or {})
     if run.timed_out:
         reason = f"stopped after {limits.notebook_timeout + 60} s (notebook time limit)"
     elif run.oom_killed or run.exit_code == 137:
