@@ -231,7 +231,8 @@ def cmd_bench_grade(s: Settings, a: argparse.Namespace) -> int:
 
     image = a.image or learner_image(s)
     dockerdoor.require_image(image, "grading image")
-    bench_grade(image, students=a.students, workers=a.workers, flavour=a.flavour, echo=_echo)
+    bench_grade(image, students=a.students, workers=a.workers, flavour=a.flavour,
+                course=a.course, keep=Path(a.keep).resolve() if a.keep else None, echo=_echo)
     return 0
 
 
@@ -466,10 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--keep", action="store_true", help="leave the bench learners running")
     bg = add(bench, "grade", cmd_bench_grade,
              "Grade one class with stock `nbgrader autograde` and with `onelab grade`; compare.")
+    bg.add_argument("--course", choices=["demo", "nbgrader-docs"], default="demo",
+                    help="demo: OneLab's generated class; nbgrader-docs: ps1 of nbgrader's "
+                         "documentation, the shipped example submissions in turn")
     bg.add_argument("--students", type=int, default=20)
     bg.add_argument("--workers", type=int, help="default: cores")
     bg.add_argument("--flavour", choices=["python", "torch"], default="python",
-                    help="torch adds a PyTorch training exercise (needs torch in .venv)")
+                    help="demo course only: torch adds a PyTorch training exercise (needs "
+                         "torch in .venv)")
+    bg.add_argument("--keep", metavar="DIR",
+                    help="leave both graded courses in DIR (ours/, stock/), with OneLab's "
+                         "per-submission timelines")
     bg.add_argument("--image", help="course image (default: the learner image)")
     return p
 
