@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from onelab.errors import OneLabError
 
@@ -287,7 +287,7 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
     t0 = time.monotonic()
     # Workers are forked after nbgrader is imported here, so none pays for the import again
     # (a second or two each); the progress bar starts only after the fork.
-    import nbgrader.apps  # noqa: F401
+    import nbgrader.apps
     import nbgrader.preprocessors  # noqa: F401
 
     opts = Options(**{**asdict(opts), "run": secrets.token_hex(6)})
@@ -320,8 +320,8 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
 def _wait_for_containers(run: str, patience: float = 20.0) -> None:
     """A worker's spare container ends by itself once the worker is gone; wait for that, and
     remove any that does not, so a finished run leaves nothing behind."""
-    from onelab import dockerdoor
     from graders.sandbox import RUN_LABEL
+    from onelab import dockerdoor
 
     until = time.monotonic() + patience
     while dockerdoor.containers("grader", **{RUN_LABEL: run}):
@@ -349,7 +349,7 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled, self._p = total, enabled and total > 0, None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -18,9 +18,17 @@ def pipeline(config: Any, execute: type) -> None:
     """nbgrader's Autograde steps with `execute` in place of its Execute: the sandbox here, or
     the confined grading service's RemoteExecute (hub/formgrader_inside.py)."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
-                                        DeduplicateIds, IgnorePattern, LimitOutput,
-                                        OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        ClearOutput,
+        DeduplicateIds,
+        IgnorePattern,
+        LimitOutput,
+        OverwriteCells,
+        OverwriteKernelspec,
+        SaveAutoGrades,
+    )
 
     from graders.preprocessor import RestoreSourceMetadata
 

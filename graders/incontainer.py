@@ -271,8 +271,9 @@ class ForkedKernel:
     every descriptor of ours but its two guard pipes."""
 
     def __init__(self, work, guard_file, att, reply_fd):
-        import ipykernel.kernelapp  # noqa: F401 - imported once, shared with the child
-        from IPython.core import inputtransformer2  # noqa: F401 - used by verdict()
+        # imported once here, shared with the forked kernel; the transformer is for verdict()
+        import ipykernel.kernelapp  # noqa: F401
+        from IPython.core import inputtransformer2  # noqa: F401
         from jupyter_client.connect import write_connection_file
 
         self.conn = os.path.join(os.path.dirname(work), ".kernel.json")
@@ -538,7 +539,7 @@ def main():
         written, left_out = written_files(
             work, inputs, int(payload.get("max_written_files", MAX_WRITTEN_FILES)),
             int(payload.get("max_written_bytes", MAX_WRITTEN_BYTES)))
-    except Exception as e:  # noqa: BLE001 - the outputs still count
+    except Exception as e:  # the outputs still count
         written, left_out = {}, [f"(not collected: {type(e).__name__})"]
     files = {"written": written, "left_out": left_out[:MAX_NAMED],
              "left_out_count": len(left_out)}

@@ -10,5 +10,5 @@ from traitlets.config import Config
 def extend(c: Config, section: str, attr: str, items: list[Any]) -> None:
     """Append to a list-valued setting that another configure_* may already have set."""
     sec = c[section]
-    current = sec[attr] if attr in sec else []
+    current = sec.get(attr, [])
     sec[attr] = list(current) + list(items)

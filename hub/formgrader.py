@@ -125,21 +125,23 @@ def choose_ports(settings: Settings, courses: list[Course]) -> dict[str, int]:
     """For `onelab up`: a free loopback port per course, from hub.formgrader_port on."""
     import socket
 
+    def free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
     out: dict[str, int] = {}
-    port = settings.hub.formgrader_port
+    start = settings.hub.formgrader_port
+    candidates = iter(range(start, min(start + 1000, 65535)))
     for course in courses:
-        for port in range(port, min(port + 1000, 65535)):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            break
-        else:
-            raise OneLabError(f"no free port from {settings.hub.formgrader_port} on for the "
-                              "formgraders; set hub.formgrader_port")
+        port = next((p for p in candidates if free(p)), None)
+        if port is None:
+            raise OneLabError(f"no free port from {start} on for the formgraders; set "
+                              "hub.formgrader_port")
         out[course.id] = port
-        port += 1
     return out
 
 

@@ -33,7 +33,8 @@ def onelab(*args: str, env: dict[str, str], check: bool = True, timeout: float =
            cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI as an operator would (from a directory without an onelab.yaml)."""
     proc = subprocess.run([sys.executable, "-m", "onelab_cli.main", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, cwd=cwd or env["ONELAB_STATE_DIR"])
+                          capture_output=True, timeout=timeout, check=False,
+                          cwd=cwd or env["ONELAB_STATE_DIR"])
     if check and proc.returncode != 0:
         raise AssertionError(f"onelab {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")

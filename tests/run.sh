@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole suite: unit, images, integration (real Docker + hub), PostgreSQL, browser.
+# The whole suite: ruff, then unit, images, integration (real Docker + hub), PostgreSQL, browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
+# lint first: a style or import error fails in seconds, not after the suite (ruff is pinned)
+.venv/bin/ruff check --quiet . || { echo "ruff found the problems above" >&2; exit 1; }
 exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"

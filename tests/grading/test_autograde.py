@@ -180,10 +180,9 @@ def hostile_run(tmp_path_factory, image, listener):
                 n.attrs["IPAM"]["Config"][0].get("Gateway")]
     targets = ["127.0.0.1", *gateways]
     network_code = (
-        "import socket\nfor host in %r:\n    s = socket.socket(); s.settimeout(2)\n"
-        "    try:\n        s.connect((host, %d)); print('CONNECTED', host)\n"
-        "    except OSError as e:\n        print('blocked', host, type(e).__name__)\n" % (
-            targets, port))
+        f"import socket\nfor host in {targets!r}:\n    s = socket.socket(); s.settimeout(2)\n"
+        f"    try:\n        s.connect((host, {port})); print('CONNECTED', host)\n"
+        "    except OSError as e:\n        print('blocked', host, type(e).__name__)\n")
     course = demo.make_course(tmp_path_factory.mktemp("hostile") / "course")
     host_gradebook = str(course / "gradebook.db")
     for name, answers in (("honest_right", RIGHT), ("honest_half", demo.ANSWERS["half"]),
@@ -261,7 +260,7 @@ def test_at_least_15_hostile_submissions_are_contained(hostile_run, listener):
 
 
 def test_nothing_leaks_out_of_the_sandbox(hostile_run):
-    course, got, gradebook_before = hostile_run
+    course, _got, gradebook_before = hostile_run
     assert SECRET not in outputs_text(course, "env_secrets")
     assert "no access" in outputs_text(course, "env_secrets")
     assert "FOUND []" in printed_text(course, "read_others")  # no gradebook, no other submission in sight

@@ -36,7 +36,7 @@ def test_login_form_accepts_the_right_password_only(platform):
 
 def test_learner_runs_pytorch_as_non_root_in_a_locked_down_container(platform):
     platform.add_learner("jisoo")
-    hub, token, kernel = running_kernel(platform, "jisoo")
+    _hub, _token, kernel = running_kernel(platform, "jisoo")
     res = kernel.execute(
         "import os, pwd, torch\n"
         "x = torch.randn(64, 32, requires_grad=True); (x @ x.T).sum().backward()\n"
@@ -103,7 +103,7 @@ def test_home_survives_a_server_stop_and_start(platform):
 def test_learners_cannot_reach_each_other(platform):
     platform.add_learner("alice")
     platform.add_learner("bob")
-    _, a_token, a_kernel = running_kernel(platform, "alice")
+    _, _a_token, a_kernel = running_kernel(platform, "alice")
     b_hub, b_token, b_kernel = running_kernel(platform, "bob")
     assert a_kernel.execute("open('/home/learner/secret.txt','w').write('alice-only-7f3a')").ok
 
@@ -144,7 +144,7 @@ def test_learners_cannot_reach_each_other(platform):
 
 def test_hub_restart_keeps_running_servers_and_kernels(platform):
     platform.add_learner("sora")
-    hub, token, kernel = running_kernel(platform, "sora")
+    _hub, token, kernel = running_kernel(platform, "sora")
     assert kernel.execute("answer = 6 * 7").ok
     container_id = platform.container("sora").id
     hub_pid = int((platform.state_dir / "hub.pid").read_text())

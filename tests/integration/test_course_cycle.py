@@ -7,20 +7,20 @@ course sees none of it. Real hub, real learner containers, real nbgrader."""
 from __future__ import annotations
 
 import csv
-import shutil
 import html
 import io
 import re
+import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 
+from onelab.course import courses_dir
 from onelab.hubclient import Hub
 from tests.conftest import start_platform, stop_platform
-from onelab.course import courses_dir
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ def test_release_fetch_submit_collect_grade_feedback_export(cycle):
         _answer(server, code)
     submitted = _tab(amy, "submit")
     assert any(a["status"] == "submitted" for a in submitted), submitted
-    due = datetime.now(timezone.utc)
+    due = datetime.now(UTC)
     time.sleep(1.5)
     assert any(a["status"] == "submitted" for a in _tab(ben, "submit"))
     spec.write_text(spec.read_text().replace('"2026-12-11T23:59:00+09:00"',
@@ -179,7 +179,8 @@ def test_nobody_reaches_another_learners_work_or_another_course(cycle):
     assert pulled.status_code == 200
     import tarfile
 
-    names = tarfile.open(fileobj=io.BytesIO(pulled.content), mode="r:gz").getnames()
+    with tarfile.open(fileobj=io.BytesIO(pulled.content), mode="r:gz") as tar:
+        names = tar.getnames()
     assert not any("inbound" in n or "ben" in n for n in names), names
     feedback = [n for n in names if "feedback/" in n and n.endswith(".html")]
     assert len(feedback) == 1, names  # amy's one graded submission's feedback, no one else's

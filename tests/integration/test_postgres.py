@@ -48,12 +48,12 @@ def postgres():
     port = free_port()
     as_pg = ["runuser", "-u", user, "--"]
     init = subprocess.run([*as_pg, pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A",
-                           "trust", "--no-sync"], capture_output=True, text=True)
+                           "trust", "--no-sync"], capture_output=True, text=True, check=False)
     assert init.returncode == 0, init.stdout + init.stderr
     started = subprocess.run(
         [*as_pg, pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-w",
          "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, check=False)
     assert started.returncode == 0, started.stdout + started.stderr
     url_admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     eng = sa.create_engine(url_admin, isolation_level="AUTOCOMMIT")
@@ -63,7 +63,7 @@ def postgres():
     eng.dispose()
     yield f"postgresql://onelab:pg-secret@127.0.0.1:{port}/onelab"
     subprocess.run([*as_pg, pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                   capture_output=True)
+                   capture_output=True, check=False)
     shutil.rmtree(root, ignore_errors=True)
 
 

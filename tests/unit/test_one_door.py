@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ["onelab", "hub", "graders", "regress", "images", "onelab_cli"]
 DOOR = REPO / "onelab" / "dockerdoor.py"
 # an import of the SDK, or a command line that starts with the docker CLI
-SDK = re.compile(r"^\s*(import docker\b|from docker\b)", re.M)
+SDK = re.compile(r"^\s*(import docker\b|from docker\b)", re.MULTILINE)
 CLI = re.compile(r"""[\[(]\s*["']docker["']\s*,""")
 
 
