@@ -262,8 +262,8 @@ def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_course_sync(s: Settings, a: argparse.Namespace) -> int:
-    from hub.coursework import course_root, sync_course
     from hub.courses import course_specs
+    from hub.coursework import course_root, sync_course
 
     for c in course_specs(s):
         sync_course(s, c)
