@@ -1,8 +1,11 @@
 """An operator who gets something wrong is told, in one line, what and what to do."""
 
+import contextlib
+
 import pytest
 
-from tests.conftest import onelab, platform_env
+from onelab.errors import OneLabError
+from tests.conftest import cleanup_prefix, onelab, platform_env
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +22,12 @@ def one_line_error(proc) -> str:
 def env(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    return platform_env("oltest-err", state)
+    env = platform_env("oltest-err", state)
+    yield env
+    # a start that failed half way may have made the learner network and its firewall rules
+    onelab("down", env=platform_env("oltest-err", state), check=False)
+    with contextlib.suppress(OneLabError):  # no Docker daemon answers: nothing was made
+        cleanup_prefix("oltest-err")
 
 
 def test_bad_setting(env, tmp_path):
