@@ -98,10 +98,6 @@ ANSWERS["wrong"]["fit"] = "def fit(X, y, steps=300, lr=0.1):\n    return torch.n
 
 def make_course(root: Path, flavour: str = "python") -> Path:
     """An nbgrader course directory with ps1 in source/ and release/ (gradebook made)."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-
     root.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(
         "c = get_config()\nc.CourseDirectory.course_id = 'demo'\n")
@@ -109,10 +105,19 @@ def make_course(root: Path, flavour: str = "python") -> Path:
     src.mkdir(parents=True, exist_ok=True)
     nbformat.write(source_notebook(flavour), src / "problem1.ipynb")
     (src / "data.txt").write_text("42\n")
+    return generate(root, ASSIGNMENT)
+
+
+def generate(root: Path, assignment: str) -> Path:
+    """nbgrader's generate_assignment on a course directory: release/ and the gradebook."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
     config = Config()
     config.CourseDirectory.root = str(root)
     result = NbGraderAPI(CourseDirectory(config=config), config=config).generate_assignment(
-        ASSIGNMENT, force=True, create=True)
+        assignment, force=True, create=True)
     if not result["success"]:
         raise RuntimeError(f"generate_assignment failed: {result.get('error')}")
     return root

@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from graders.democlass import generate
+
 ASSIGNMENT = "ps1"
 COURSE_ID = "nbgrader-docs"
 
@@ -28,22 +30,12 @@ def examples() -> list[str]:
 
 def make_course(root: Path) -> Path:
     """A course directory with the docs' ps1 in source/, generated (gradebook filled)."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-
     root.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.CourseDirectory.course_id = {COURSE_ID!r}\n")
     shutil.copytree(docs_dir() / "source" / ASSIGNMENT, root / "source" / ASSIGNMENT,
                     ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    config = Config()
-    config.CourseDirectory.root = str(root)
-    result = NbGraderAPI(CourseDirectory(config=config), config=config).generate_assignment(
-        ASSIGNMENT, force=True, create=True)
-    if not result["success"]:
-        raise RuntimeError(f"generate_assignment failed: {result.get('error')}")
-    return root
+    return generate(root, ASSIGNMENT)
 
 
 def make_class(root: Path, size: int) -> Path:

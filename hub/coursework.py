@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.courses import course_image, course_specs  # noqa: F401 - course_image: re-exported
+from hub.courses import course_specs
 from onelab.course import Course, CourseError
 from onelab.settings import Settings
 

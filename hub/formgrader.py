@@ -182,8 +182,8 @@ def write_config(settings: Settings, course_id: str) -> Path:
 
 
 def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.Policy:
-    from hub.courses import exchange_url
-    from hub.coursework import course_image, course_root
+    from hub.courses import course_image, exchange_url
+    from hub.coursework import course_root
 
     s = settings.spawner
     gateway = dockerdoor.ensure_network(s.network, internal=s.network_internal)
