@@ -2,16 +2,16 @@
 
 Nothing is fetched inside ``docker build``: the base's Debian packages come from debootstrap on
 the host (or are already in the registry image), and the learner's Python packages from a
-wheelhouse built on the host with ``pip download`` and installed with ``--no-index``. The CPU
-image's wheelhouse is exactly its lock (``images/learner/requirements.lock``: every package
-pinned, every file hash-checked on download and again on install), so one tag is one set of
-versions. The same wheelhouse and bootstrap serve offline classrooms.
+wheelhouse built on the host with ``pip download`` and installed with ``--no-index``. Each
+learner image's wheelhouse is exactly its lock (``images/learner/requirements.lock`` for the CPU
+image, ``requirements-gpu.lock`` for the GPU one: every package pinned, every file hash-checked on
+download and again on install), so one tag is one set of versions. The same wheelhouse and
+bootstrap serve offline classrooms.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -101,18 +101,21 @@ def bootstrap_rootfs(settings: Settings, echo: Echo) -> str:
     return rootfs_tag
 
 
-def check_lock(settings: Settings) -> None:
-    """The lock must hold the torch that images.torch asks for: the lock, not the setting, is
-    what gets installed, so a setting the lock does not satisfy is an error, not a silent swap."""
-    lock = table.learner_lock()
+def check_lock(settings: Settings, gpu: bool = False) -> None:
+    """The lock must hold the torch that images.torch (images.torch_gpu) asks for: the lock, not
+    the setting, is what gets installed, so a setting the lock does not satisfy is an error, not
+    a silent swap."""
+    lock = table.learner_lock(gpu)
+    key = "images.torch_gpu" if gpu else "images.torch"
+    torch = table.torch_requirement(settings, gpu)
     try:
-        wanted = Requirement(settings.images.torch)
+        wanted = Requirement(torch)
     except InvalidRequirement as e:
-        raise BuildError(f"images.torch = {settings.images.torch!r} is not a requirement: {e}") from None
+        raise BuildError(f"{key} = {torch!r} is not a requirement: {e}") from None
     pinned = table.locked_versions(lock).get("torch")
     if pinned is None or not wanted.specifier.contains(pinned, prereleases=True):
-        raise BuildError(f"images.torch is {settings.images.torch!r} but {lock} pins torch "
-                         f"{pinned}: regenerate the lock with docker/lock.sh (and commit it)")
+        raise BuildError(f"{key} is {torch!r} but {lock} pins torch {pinned}: regenerate the "
+                         "locks with docker/lock.sh (and commit them)")
 
 
 def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
@@ -129,17 +132,11 @@ def wheelhouse(settings: Settings, gpu: bool, echo: Echo) -> Path:
         sys.executable, "-m", "pip", "download", "--dest", str(tmp), "--only-binary=:all:",
         "--python-version", table.PYTHON_VERSION, "--implementation", "cp",
         "--abi", f"cp{major_minor}", *(a for p in PLATFORMS for a in ("--platform", p)),
-    ]
-    if gpu:
-        # Not locked yet: the CUDA torch and its nvidia-* wheels are several GB that no machine
-        # here can download or test, so this resolves requirements.txt + images.torch_gpu anew.
-        cmd += ["-r", str(table.TABLE["learner"].directory / "requirements.txt"),
-                table.torch_requirement(settings, gpu)]
-    else:
         # One file per pin, its hash checked; the lock already holds every dependency.
-        cmd += ["--require-hashes", "--no-deps", "-r", str(table.learner_lock())]
-        if settings.images.torch_index_url:
-            cmd += ["--extra-index-url", settings.images.torch_index_url]
+        "--require-hashes", "--no-deps", "-r", str(table.learner_lock(gpu)),
+    ]
+    if settings.images.torch_index_url and not gpu:  # the CPU torch's index; the CUDA one is PyPI's
+        cmd += ["--extra-index-url", settings.images.torch_index_url]
     echo(f"      pip download into {target} ({'several GB: CUDA torch' if gpu else '~400 MB'})")
     try:
         _run_logged(cmd, settings.images.cache_dir / "logs" / f"wheelhouse-{name}.log", echo)
@@ -190,20 +187,13 @@ def build_base(settings: Settings, echo: Echo) -> str:
     return tag
 
 
-def _version_labels(settings: Settings, gpu: bool) -> dict[str, str]:
-    """org.onelab.version.<package> for each top-level package: the locked version (CPU), or the
-    requirement's pin (GPU, not locked)."""
-    pins = {}
-    for line in (table.TABLE["learner"].directory / "requirements.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            pkg, _, ver = line.partition("==")
-            pins[pkg.strip()] = ver.strip()
-    torch_req = table.torch_requirement(settings, gpu)
-    pins["torch"] = re.split(r"[=<>!~]+", torch_req)[-1].strip()
-    if not gpu:
-        locked = table.locked_versions()
-        pins = {pkg: locked[table.normalize(pkg)] for pkg in pins}
-    return {f"org.onelab.version.{pkg}": ver for pkg, ver in pins.items()}
+def _version_labels(gpu: bool) -> dict[str, str]:
+    """org.onelab.version.<package> for each top-level package (requirements.txt's and torch):
+    its version in the image's lock."""
+    lines = (table.TABLE["learner"].directory / "requirements.txt").read_text().splitlines()
+    names = [Requirement(ln).name for ln in (ln.split("#")[0].strip() for ln in lines) if ln]
+    locked = table.locked_versions(table.learner_lock(gpu))
+    return {f"org.onelab.version.{pkg}": locked[table.normalize(pkg)] for pkg in [*names, "torch"]}
 
 
 def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, echo: Echo) -> str:
@@ -216,10 +206,10 @@ def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, ec
         (ctxp / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             os.link(whl, ctxp / "wheels" / whl.name)  # same file system: no copy
-        labels = _version_labels(settings, gpu)
+        labels = _version_labels(gpu)
         labels["org.onelab.variant"] = "gpu" if gpu else "cpu"
         buildargs = {"BASE_IMAGE": base_tag, "ONELAB_INPUTS": tag.split(":")[1],
-                     "LOCKED": "0" if gpu else "1", "TORCH": table.torch_requirement(settings, gpu)}
+                     "LOCK": table.learner_lock(gpu).name}
         _docker_build(ctxp, tag, buildargs, echo, labels=labels)
     return tag
 
@@ -229,8 +219,7 @@ def build(settings: Settings, gpu: bool = False, echo: Echo = print) -> str:
     name = "learner-gpu" if gpu else "learner"
     tag = table.tag(name, settings)
     total = 3
-    if not gpu:
-        check_lock(settings)
+    check_lock(settings, gpu)
     dockerdoor.client()
     t = _step(echo, 1, total, f"base image {table.tag('base', settings)}")
     base = build_base(settings, echo)

@@ -1,9 +1,10 @@
 """The image hierarchy as data, and tags derived from a hash of each image's build inputs.
 
 A tag is ``onelab/<name>:<12 hex digits>``: change a Dockerfile, a requirement, a pin of the
-learner's lock (``images/learner/requirements.lock``, hashed with the rest of its directory), the
-package list or the torch setting and the tag changes, so a stale image is never mistaken for a
-current one, and one tag always holds one set of package versions.
+learner's lock (``requirements.lock`` for the CPU image, ``requirements-gpu.lock`` for the GPU
+one, hashed with the rest of the directory), the package list or the torch setting and the tag
+changes, so a stale image is never mistaken for a current one, and one tag always holds one set of
+package versions. Each variant hashes its own lock only: a GPU lock change leaves the CPU tag be.
 """
 
 from __future__ import annotations
@@ -28,20 +29,23 @@ class ImageSpec:
     directory: Path
     parent: str | None  # another spec's name, or None for the base
     gpu: bool = False
+    lock: str | None = None  # the lock file in `directory` this image installs, exactly
 
 
 TABLE: dict[str, ImageSpec] = {
     "base": ImageSpec("base", HERE / "base", None),
-    "learner": ImageSpec("learner", HERE / "learner", "base"),
-    "learner-gpu": ImageSpec("learner-gpu", HERE / "learner", "base", gpu=True),
+    "learner": ImageSpec("learner", HERE / "learner", "base", lock="requirements.lock"),
+    "learner-gpu": ImageSpec("learner-gpu", HERE / "learner", "base", gpu=True,
+                             lock="requirements-gpu.lock"),
 }
 
 
-def _digest_dir(h: hashlib._Hash, directory: Path) -> None:
+def _digest_dir(h: hashlib._Hash, directory: Path, skip: frozenset[str] = frozenset()) -> None:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        if "__pycache__" in path.parts:
+        relative = str(path.relative_to(directory))
+        if "__pycache__" in path.parts or relative in skip:
             continue
-        h.update(str(path.relative_to(directory)).encode())
+        h.update(relative.encode())
         h.update(path.read_bytes())
 
 
@@ -54,9 +58,12 @@ def torch_requirement(settings: Settings, gpu: bool) -> str:
     return settings.images.torch_gpu if gpu else settings.images.torch
 
 
-def learner_lock() -> Path:
-    """The CPU learner image's lock: every package pinned, every file's sha256 (docker/lock.sh)."""
-    return TABLE["learner"].directory / "requirements.lock"
+def learner_lock(gpu: bool = False) -> Path:
+    """The CPU (or GPU) learner image's lock: every package pinned, every file's sha256
+    (docker/lock.sh)."""
+    spec = TABLE["learner-gpu" if gpu else "learner"]
+    assert spec.lock is not None
+    return spec.directory / spec.lock
 
 
 def normalize(name: str) -> str:
@@ -78,7 +85,9 @@ def inputs_hash(name: str, settings: Settings) -> str:
     """Hash of everything that goes into an image, its parents included."""
     spec = TABLE[name]
     h = hashlib.sha256(name.encode())
-    _digest_dir(h, spec.directory)
+    # A sibling variant's lock in the same directory is not an input of this image.
+    siblings = {s.lock for s in TABLE.values() if s.directory == spec.directory and s.lock}
+    _digest_dir(h, spec.directory, frozenset(siblings - {spec.lock}))
     if spec.parent is None:
         h.update(b"bookworm")
     else:

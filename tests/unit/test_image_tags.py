@@ -30,9 +30,33 @@ def test_tag_changes_with_any_locked_version(tmp_path, monkeypatch):
     lock = copy / "requirements.lock"
     assert "\nsoupsieve==" in lock.read_text()  # a dependency of a dependency, not a requirement
     lock.write_text(lock.read_text().replace("\nsoupsieve==", "\nsoupsieve==9", 1))
-    monkeypatch.setitem(table.TABLE, "learner", table.ImageSpec("learner", copy, "base"))
+    monkeypatch.setitem(table.TABLE, "learner", table.ImageSpec("learner", copy, "base",
+                                                              lock="requirements.lock"))
     assert table.tag("learner", s) != before
     assert table.learner_lock() == lock
+
+
+def test_each_variant_tag_follows_its_own_lock(tmp_path, monkeypatch):
+    """A GPU lock change rebuilds the GPU image and only it; a CPU lock change only the CPU one."""
+    s = load(path=None, environ={})
+    cpu, gpu = table.tag("learner", s), table.tag("learner-gpu", s)
+    copy = tmp_path / "learner"
+    shutil.copytree(table.TABLE["learner"].directory, copy)
+    for name in ("learner", "learner-gpu"):
+        monkeypatch.setitem(table.TABLE, name, table.ImageSpec(
+            name, copy, "base", gpu=table.TABLE[name].gpu, lock=table.TABLE[name].lock))
+    assert (table.tag("learner", s), table.tag("learner-gpu", s)) == (cpu, gpu)  # same inputs
+    gpu_lock = table.learner_lock(gpu=True)
+    assert gpu_lock == copy / "requirements-gpu.lock"
+    assert "\nnvidia-cublas==" in gpu_lock.read_text()  # a CUDA wheel only the GPU image has
+    gpu_lock.write_text(gpu_lock.read_text().replace("\nnvidia-cublas==", "\nnvidia-cublas==9", 1))
+    assert table.tag("learner-gpu", s) != gpu
+    assert table.tag("learner", s) == cpu
+    gpu = table.tag("learner-gpu", s)
+    cpu_lock = table.learner_lock()
+    cpu_lock.write_text(cpu_lock.read_text().replace("\nsoupsieve==", "\nsoupsieve==9", 1))
+    assert table.tag("learner", s) != cpu
+    assert table.tag("learner-gpu", s) == gpu
 
 
 def test_spawner_image_setting_wins():

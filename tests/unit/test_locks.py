@@ -1,7 +1,8 @@
 """The locks say exactly what gets installed, and still match what the project asks for.
 
 A requirement changed without `docker/lock.sh`, a hand-edited pin, a line without a hash or a
-lock made on the wrong machine (a CUDA torch, a local path) fails here, before any build.
+lock made on the wrong machine (a CUDA torch in the CPU lock, a CPU torch in the GPU lock, a
+local path) fails here, before any build.
 """
 
 import re
@@ -16,9 +17,10 @@ from onelab.settings import load
 
 REPO = Path(__file__).resolve().parents[2]
 LEARNER_LOCK = table.learner_lock()
+GPU_LOCK = table.learner_lock(gpu=True)
 HOST_LOCK = REPO / "docker" / "host.lock"
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][^\s;=*]*)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
-# Markers are evaluated for the image's interpreter, the one both locks are resolved for.
+# Markers are evaluated for the image's interpreter, the one every lock is resolved for.
 TARGET = {"python_version": table.PYTHON_VERSION.rsplit(".", 1)[0],
           "python_full_version": table.PYTHON_VERSION, "sys_platform": "linux",
           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -55,7 +57,12 @@ def unsatisfied(reqs: list[Requirement], pins: dict[str, str]) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("lock", [LEARNER_LOCK, HOST_LOCK], ids=["learner", "host"])
+def cuda_only(name: str) -> bool:
+    """torch's CUDA wheels and the packages only the CUDA torch brings in."""
+    return name.startswith(("nvidia-", "cuda-")) or name == "triton"
+
+
+@pytest.mark.parametrize("lock", [LEARNER_LOCK, GPU_LOCK, HOST_LOCK], ids=["learner", "gpu", "host"])
 def test_every_entry_pinned_with_hashes_and_nothing_machine_specific(lock):
     pins = read_lock(lock)
     assert len(pins) > 50
@@ -65,19 +72,38 @@ def test_every_entry_pinned_with_hashes_and_nothing_machine_specific(lock):
     assert "docker/lock.sh" in text.splitlines()[1]  # the header says how to regenerate it
 
 
-def test_learner_lock_satisfies_requirements_and_torch_setting():
-    pins = read_lock(LEARNER_LOCK)
+@pytest.mark.parametrize("gpu", [False, True], ids=["learner", "gpu"])
+def test_learner_lock_satisfies_requirements_and_torch_setting(gpu):
+    pins = read_lock(table.learner_lock(gpu))
     lines = (table.TABLE["learner"].directory / "requirements.txt").read_text().splitlines()
-    reqs = requirements_of(lines) + [Requirement(load(path=None, environ={}).images.torch)]
+    torch = table.torch_requirement(load(path=None, environ={}), gpu)
+    reqs = requirements_of(lines) + [Requirement(torch)]
     assert not unsatisfied(reqs, pins), \
-        f"requirements.txt or images.torch changed without docker/lock.sh: {unsatisfied(reqs, pins)}"
+        f"requirements.txt or the torch setting changed without docker/lock.sh: {unsatisfied(reqs, pins)}"
 
 
 def test_learner_lock_is_the_cpu_build():
     """On a machine without the CPU wheel, a lock would quietly pin the multi-GB CUDA torch."""
     pins = read_lock(LEARNER_LOCK)
     assert pins["torch"].endswith("+cpu")
-    assert not [p for p in pins if p.startswith("nvidia-") or p == "triton"]
+    assert not [p for p in pins if cuda_only(p)]
+
+
+def test_gpu_lock_is_the_cuda_build():
+    """PyPI's plain torch with its CUDA wheels, never a local `+cpu` (or other local) build."""
+    pins = read_lock(GPU_LOCK)
+    assert "+" not in pins["torch"]
+    assert [p for p in pins if p.startswith("nvidia-")] and "triton" in pins
+
+
+def test_cpu_and_gpu_images_share_every_other_pin():
+    """numpy, pandas, jupyterlab, ... are the same in both images: docker/lock.sh holds the GPU
+    lock to the CPU lock's pins; only torch and what CUDA brings differ."""
+    cpu, gpu = read_lock(LEARNER_LOCK), read_lock(GPU_LOCK)
+    shared = {p for p in cpu.keys() | gpu.keys() if p != "torch" and not cuda_only(p)}
+    moved = sorted(f"{p}: cpu {cpu.get(p, 'missing')}, gpu {gpu.get(p, 'missing')}"
+                   for p in shared if cpu.get(p) != gpu.get(p))
+    assert not moved, f"the learner locks disagree (regenerate both with docker/lock.sh): {moved}"
 
 
 def test_host_lock_satisfies_pyproject():
@@ -97,8 +123,18 @@ def test_build_refuses_a_torch_setting_the_lock_does_not_hold():
     build.check_lock(load(path=None, environ={}))  # the default is what the lock holds
 
 
-def test_labels_come_from_the_lock():
-    labels = build._version_labels(load(path=None, environ={}), gpu=False)
-    pins = read_lock(LEARNER_LOCK)
+@pytest.mark.parametrize("torch_gpu", ["torch==2.14.1", "torch===2.13.0+cpu"])
+def test_gpu_build_refuses_a_torch_gpu_setting_the_gpu_lock_does_not_hold(torch_gpu):
+    s = load(path=None, environ={"ONELAB_IMAGES__TORCH_GPU": torch_gpu})
+    with pytest.raises(build.BuildError, match="images.torch_gpu .*docker/lock.sh"):
+        build.check_lock(s, gpu=True)
+    build.check_lock(s)  # the CPU image does not care
+    build.check_lock(load(path=None, environ={}), gpu=True)  # the default is what the lock holds
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["learner", "gpu"])
+def test_labels_come_from_the_lock(gpu):
+    labels = build._version_labels(gpu)
+    pins = read_lock(table.learner_lock(gpu))
     assert labels["org.onelab.version.torch"] == pins["torch"]
     assert labels["org.onelab.version.jupyterlab"] == pins["jupyterlab"]
