@@ -16,37 +16,29 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Self
 
 from onelab.errors import OneLabError
+from onelab.settings import GradingLimits
 
 Echo = Callable[[str], None]
 
 
 @dataclass
 class Options:
+    """A grading run: the image and the one limits model (onelab.settings.GradingLimits)."""
+
     image: str
-    memory: str = "1g"
-    cpus: float = 1.0
-    pids: int = 128
-    scratch: str = "64m"
-    cell_timeout: int = 60
-    notebook_timeout: int = 600
-    max_output_bytes: int = 2_000_000
-    gpus: str = "none"
+    limits: GradingLimits = field(default_factory=GradingLimits)
     run: str = ""  # set by grade(): labels this run's containers
 
     @classmethod
-    def from_settings(cls, grading: Any, image: str, **overrides: Any) -> Options:
+    def from_settings(cls, grading: GradingLimits, image: str, **overrides: Any) -> Options:
         """The sandbox of settings.grading, with command-line overrides (None: not given)."""
-        fields = {k: getattr(grading, k) for k in ("memory", "cpus", "pids", "scratch",
-                                                   "cell_timeout", "notebook_timeout",
-                                                   "max_output_bytes", "gpus")}
-        fields.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(image=image, **fields)
+        return cls(image=image, limits=grading.limits(**overrides))
 
 
 @dataclass
@@ -127,13 +119,12 @@ def grade_one(course_dir: str, assignment: str, student: str, opts: Options,
 
     started = time.monotonic()
     course = Path(course_dir)
-    opts_cfg = Options(**asdict(opts))
-    config = nbgrader_config(course, opts_cfg)
+    config = nbgrader_config(course, opts)
     reports = Path(log_dir) / "reports"
     config.SandboxedExecute.report_dir = str(reports)
     # more submissions coming to this worker: boot the next container while this one runs
     config.SandboxedExecute.prestart = more
-    if _SLOT is not None and opts.cpus <= 1:
+    if _SLOT is not None and opts.limits.cpus <= 1:
         # each worker gets its own core: a hard CPU limit that never throttles mid-burst
         config.SandboxedExecute.cpuset = str(_SLOT % (os.cpu_count() or 1))
     unreadable = stage_unreadable(course, assignment, student)
@@ -290,7 +281,7 @@ def grade(course_dir: Path, assignment: str, opts: Options, students: list[str] 
     import nbgrader.apps
     import nbgrader.preprocessors  # noqa: F401
 
-    opts = Options(**{**asdict(opts), "run": secrets.token_hex(6)})
+    opts = replace(opts, run=secrets.token_hex(6))
     ctx = get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(ctx.Value("i", 0),)) as pool:

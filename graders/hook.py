@@ -42,13 +42,12 @@ def pipeline(config: Any, execute: type) -> None:
 
 def apply(config: Any, opts: Any) -> None:
     """Swap nbgrader's Execute for the sandbox in Autograde, keep every other step its own."""
-    from dataclasses import asdict
-
     from graders.preprocessor import SandboxedExecute
 
     pipeline(config, SandboxedExecute)
-    for k, v in asdict(opts).items():
-        setattr(config.SandboxedExecute, k, v)
+    config.SandboxedExecute.image = opts.image
+    config.SandboxedExecute.limits = opts.limits.model_dump()
+    config.SandboxedExecute.run = opts.run
 
 
 def use_sandbox(c: Any, image: str | None = None, **limits: Any) -> None:

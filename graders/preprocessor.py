@@ -23,7 +23,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Dict, Integer, Unicode
 
 from graders.execution import Execution
 
@@ -388,16 +388,10 @@ class SandboxedExecute(NbGraderPreprocessor):
     """Replaces nbgrader's Execute in Autograde.autograde_preprocessors."""
 
     image = Unicode(help="Course image the notebook runs in.").tag(config=True)
-    memory = Unicode("1g").tag(config=True)
-    cpus = Float(1.0).tag(config=True)
+    limits = Dict(help="The grading limits (onelab.settings.GradingLimits: memory, cpus, pids, "
+                  "scratch, cell_timeout, notebook_timeout, max_output_bytes, gpus); any left "
+                  "out take their defaults.").tag(config=True)
     cpuset = Unicode("", help="Cores to pin the container to (set per worker).").tag(config=True)
-    pids = Integer(128).tag(config=True)
-    scratch = Unicode("64m").tag(config=True)
-    cell_timeout = Integer(60).tag(config=True)
-    notebook_timeout = Integer(600).tag(config=True)
-    max_output_bytes = Integer(2_000_000).tag(config=True)
-    gpus = Unicode("none", help="Docker's --gpus for the container: none, all, N, device=0,1"
-                   ).tag(config=True)
     run = Unicode("", help="Label of the grading run (to wait for its containers).").tag(config=True)
     prestart = Bool(False, help="Start the next submission's container while this one runs."
                     ).tag(config=True)
@@ -458,12 +452,11 @@ class SandboxedExecute(NbGraderPreprocessor):
                 tests: list[int]) -> Execution:
         """Run the notebook in a fresh sandbox container of self.image, here."""
         from graders import sandbox
+        from onelab.settings import GradingLimits
 
-        limits = sandbox.Limits(self.memory, self.cpus, self.pids, self.scratch,
-                                self.cell_timeout, self.notebook_timeout, self.max_output_bytes,
-                                self.cpuset, self.gpus, self.run)
-        return sandbox.execute(payload, files, self.image, limits, kernel=kernel, verify=tests,
-                               prestart=self.prestart)
+        return sandbox.execute(payload, files, self.image, GradingLimits(**self.limits),
+                               kernel=kernel, verify=tests, prestart=self.prestart,
+                               cpuset=self.cpuset, run=self.run)
 
     def _report(self, resources: dict, run: Execution, written: list[str],
                 flags: list[str]) -> None:

@@ -14,32 +14,18 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from graders.execution import Execution
 from onelab import dockerdoor
+from onelab.settings import GradingLimits
 
 RUNNER = (Path(__file__).parent / "incontainer.py").read_text()
 GUARD = (Path(__file__).parent / "guard.py").read_text()
 MAX_REPLY = 64 * 1024 * 1024  # bytes read back at most; outputs are cut well before inside
 GRADER_UID = "1000:1000"
 RUN_LABEL = "onelab.grade-run"
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory: str = "1g"
-    cpus: float = 1.0
-    pids: int = 128
-    scratch: str = "64m"
-    cell_timeout: int = 60
-    notebook_timeout: int = 600
-    max_output_bytes: int = 2_000_000
-    cpuset: str = ""  # e.g. "1": pin to a core (a hard CPU limit without quota throttling)
-    gpus: str = "none"  # Docker's --gpus: all, a count, device=0,1
-    run: str = ""  # label of the grading run the container belongs to
 
 
 # Where a grading container may write (its only writable place), and the environment its
@@ -49,21 +35,25 @@ SCRATCH_ENV = (("HOME", "/scratch"), ("JUPYTER_RUNTIME_DIR", "/scratch/.runtime"
                ("PYTHONDONTWRITEBYTECODE", "1"), ("TMPDIR", "/scratch"))
 
 
-def policy(name: str, image: str, limits: Limits, kernel: str = "python3") -> dockerdoor.Policy:
-    """The grading container: no network, read-only, non-root, limits, fed on stdin."""
+def policy(name: str, image: str, limits: GradingLimits, kernel: str = "python3", *,
+           cpuset: str = "", run: str = "") -> dockerdoor.Policy:
+    """The grading container: no network, read-only, non-root, limits, fed on stdin.
+    `cpuset` pins it to cores (a hard CPU limit that never throttles mid-burst); `run` labels
+    it with the grading run it belongs to."""
     return dockerdoor.Policy(
         role="grader", image=image, name=name, user=GRADER_UID,
         entrypoint=("python",), command=("-c", RUNNER, GUARD, kernel),
         environment=SCRATCH_ENV, workdir="/scratch",
-        memory=limits.memory, cpus=limits.cpus, cpuset=limits.cpuset, pids=limits.pids,
+        memory=limits.memory, cpus=limits.cpus, cpuset=cpuset, pids=limits.pids,
         gpus=limits.gpus,
         tmpfs=(("/scratch", f"size={limits.scratch},uid=1000,gid=1000,mode=700"),),
-        labels=((RUN_LABEL, limits.run),) if limits.run else (),
+        labels=((RUN_LABEL, run),) if run else (),
         stdin=True, logs=False)
 
 
-def docker_args(name: str, image: str, limits: Limits, kernel: str = "python3") -> list[str]:
-    return dockerdoor.run_args(policy(name, image, limits, kernel))
+def docker_args(name: str, image: str, limits: GradingLimits, kernel: str = "python3", *,
+                cpuset: str = "", run: str = "") -> list[str]:
+    return dockerdoor.run_args(policy(name, image, limits, kernel, cpuset=cpuset, run=run))
 
 
 def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:
@@ -78,18 +68,20 @@ def _parse(raw: bytes, key: bytes) -> dict[str, Any] | None:
     return json.loads(result)
 
 
-_SPARE: dict[tuple[str, Limits, str], dockerdoor.PipedContainer] = {}
+_SPARE: dict[tuple[str, str, str, str, str], dockerdoor.PipedContainer] = {}
 
 
-def _start(image: str, limits: Limits, kernel: str) -> dockerdoor.PipedContainer:
+def _start(image: str, limits: str, kernel: str, cpuset: str, run: str
+           ) -> dockerdoor.PipedContainer:
     name = f"onelab-grade-{secrets.token_hex(6)}"
-    return dockerdoor.PipedContainer(docker_args(name, image, limits, kernel), name,
-                                     max_output=MAX_REPLY)
+    args = docker_args(name, image, GradingLimits.model_validate_json(limits), kernel,
+                       cpuset=cpuset, run=run)
+    return dockerdoor.PipedContainer(args, name, max_output=MAX_REPLY)
 
 
-def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Limits,
+def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: GradingLimits,
             kernel: str = "python3", verify: list[int] | None = None,
-            prestart: bool = False) -> Execution:
+            prestart: bool = False, cpuset: str = "", run: str = "") -> Execution:
     """Run the notebook; `verify` lists the test cells whose execution must be attested.
 
     With `prestart`, the container for this process's next notebook starts now and boots (its
@@ -103,25 +95,25 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Lim
         "max_output_bytes": limits.max_output_bytes, "verify": verify or [],
     }).encode()
     started = time.monotonic()
-    spec = (image, limits, kernel)
+    spec = (image, limits.model_dump_json(), kernel, cpuset, run)
     box = _SPARE.pop(spec, None) or _start(*spec)
     for other in list(_SPARE):  # a spare for other limits will not be used
         _SPARE.pop(other).abandon()
     if prestart:
         _SPARE[spec] = _start(*spec)
-    run = box.finish(payload, timeout=limits.notebook_timeout + 60)
+    done = box.finish(payload, timeout=limits.notebook_timeout + 60)
     elapsed = time.monotonic() - started
-    reply = _parse(run.stdout, key) if run.stdout else None
+    reply = _parse(done.stdout, key) if done.stdout else None
     if reply is not None:
         return Execution(reply["status"], reply.get("reason", ""), reply["cells"], elapsed,
-                         run.stderr, reply.get("marks", []), reply.get("files") or {})
-    if run.timed_out:
+                         done.stderr, reply.get("marks", []), reply.get("files") or {})
+    if done.timed_out:
         reason = f"stopped after {limits.notebook_timeout + 60} s (notebook time limit)"
-    elif run.oom_killed or run.exit_code == 137:
+    elif done.oom_killed or done.exit_code == 137:
         reason = f"the notebook used more than its memory limit ({limits.memory})"
-    elif run.truncated:
+    elif done.truncated:
         reason = "the grader's reply was too large"
     else:
-        reason = (f"the grading container ended without a result (exit {run.exit_code}): the "
+        reason = (f"the grading container ended without a result (exit {done.exit_code}): the "
                   "notebook may have killed its grader")
-    return Execution("crashed", reason, [], elapsed, run.stderr)
+    return Execution("crashed", reason, [], elapsed, done.stderr)

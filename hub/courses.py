@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from traitlets.config import Config
@@ -55,9 +54,8 @@ def grading_sandboxes(settings: Settings, courses: list[Course]) -> dict[str, di
 
     out = {}
     for course in courses:
-        opts = asdict(Options.from_settings(settings.grading, course_image(settings, course)))
-        opts.pop("run", None)
-        out[course.id] = opts
+        opts = Options.from_settings(settings.grading, course_image(settings, course))
+        out[course.id] = {"image": opts.image, "limits": opts.limits.model_dump()}
     return out
 
 

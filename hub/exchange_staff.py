@@ -195,9 +195,10 @@ class ExecuteHandler(UploadHandler):
 
         def run() -> dict[str, Any]:
             from graders import sandbox
+            from onelab.settings import GradingLimits
 
-            limits = sandbox.Limits(**{k: v for k, v in grading.items() if k != "image"})
-            return asdict(sandbox.execute(nb, files, grading["image"], limits, kernel=kernel,
+            return asdict(sandbox.execute(nb, files, grading["image"],
+                                          GradingLimits(**grading["limits"]), kernel=kernel,
                                           verify=verify))
 
         result = await ioloop.IOLoop.current().run_in_executor(self.settings["grade_pool"], run)

@@ -197,11 +197,12 @@ class ImageSettings(Section):
     cache_dir: Path = Field(Path("/var/cache/onelab"), description="Wheelhouses and bootstrap rootfs.")
 
 
-class GradingSettings(Section):
-    """Sandbox of `onelab grade` and of nbgrader's own autograde in a OneLab course."""
+class GradingLimits(Section):
+    """What one notebook being graded may use: the one model of the grading sandbox's limits.
 
-    image: str | None = Field(None, description="Grading image; default: the learner image (a course spec may name another).")
-    workers: int | None = Field(None, ge=1, le=256, description="Submissions graded at once; default: the number of cores.")
+    `grading.*` in the settings, `onelab grade`'s flags, the formgrader's nbgrader config and the
+    exchange's "run this notebook" all hand one of these to graders.sandbox, validated here."""
+
     memory: str = Field("1G", description="Memory per submission's container.")
     cpus: float = Field(1.0, gt=0, le=256, description="CPUs per submission's container.")
     pids: int = Field(128, ge=16, le=65536, description="Processes and threads per submission's container.")
@@ -223,6 +224,25 @@ class GradingSettings(Section):
     @classmethod
     def _gpus(cls, v: str) -> str:
         return gpus_value(v, devices=True)
+
+    def limits(self, **overrides: Any) -> GradingLimits:
+        """These limits (only them: a GradingSettings' other keys stay behind) with `overrides`
+        (None: not given), validated; a bad override is an error naming it."""
+        values = {k: getattr(self, k) for k in GradingLimits.model_fields}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return GradingLimits(**values)
+        except ValidationError as e:
+            raise SettingsError("; ".join(
+                f"grading limit {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                for err in e.errors())) from None
+
+
+class GradingSettings(GradingLimits):
+    """Sandbox of `onelab grade` and of nbgrader's own autograde in a OneLab course."""
+
+    image: str | None = Field(None, description="Grading image; default: the learner image (a course spec may name another).")
+    workers: int | None = Field(None, ge=1, le=256, description="Submissions graded at once; default: the number of cores.")
 
 
 class ExchangeSettings(Section):

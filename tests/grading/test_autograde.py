@@ -18,7 +18,7 @@ from graders.bench import cell_scores, stock_autograde
 from graders.grade import Options, grade, scores
 from images.table import learner_image
 from onelab import dockerdoor
-from onelab.settings import load
+from onelab.settings import GradingLimits, load
 from tests.conftest import tcp_listener
 
 pytestmark = pytest.mark.integration
@@ -206,8 +206,9 @@ def hostile_run(tmp_path_factory, image, listener):
     os.environ["GRADER_SECRET_TOKEN"] = SECRET
     try:
         outcomes = grade(course, demo.ASSIGNMENT,
-                         Options(image=image, memory="512m", cell_timeout=5,
-                                 notebook_timeout=60, max_output_bytes=200_000),
+                         Options(image=image, limits=GradingLimits(
+                             memory="512m", cell_timeout=5, notebook_timeout=60,
+                             max_output_bytes=200_000)),
                          workers=2, progress=False)
     finally:
         del os.environ["GRADER_SECRET_TOKEN"]

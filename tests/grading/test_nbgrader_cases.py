@@ -22,7 +22,7 @@ import pytest
 from graders.execution import Execution
 from graders.grade import Options, grade
 from images.table import learner_image
-from onelab.settings import load
+from onelab.settings import GradingLimits, load
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def sandbox_returns_files(image) -> bool:
     nb = {"cells": [{"cell_type": "code", "source": "open('x.txt', 'w').write('x')",
                      "metadata": {}, "outputs": [], "execution_count": None}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    run: Execution = sandbox.execute(nb, {}, image, sandbox.Limits(notebook_timeout=60))
+    run: Execution = sandbox.execute(nb, {}, image, GradingLimits(notebook_timeout=60))
     assert run.status == "ok", run
     return run.files is not None
 
@@ -104,7 +104,7 @@ def submit(root: Path, student: str, notebooks: dict[str, Any],
 
 
 def run(root: Path, image: str, **kw):
-    opts = Options(image=image, **kw.pop("limits", {}))
+    opts = Options(image=image, limits=GradingLimits(**kw.pop("limits", {})))
     return {o.student: o for o in grade(root, PS1, opts, workers=2, progress=False,
                                         echo=lambda _: None, **kw)}
 

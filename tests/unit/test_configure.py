@@ -150,7 +150,7 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, mo
     # the autograde button's notebooks run with the hub's limits, never the service's choice
     exchange = next(x for x in c.JupyterHub.services if x["name"] == EXCHANGE_SERVICE)
     sandboxes = json.loads(exchange["environment"]["EXCHANGE_GRADING"])
-    assert sandboxes["mini"]["memory"] == "3G" and sandboxes["mini"]["image"]
+    assert sandboxes["mini"]["limits"]["memory"] == "3G" and sandboxes["mini"]["image"]
     formgraders = next(r for r in c.JupyterHub.load_roles if r["name"] == "onelab-formgraders")
     assert formgraders["services"] == ["formgrader-mini"]
     assert formgraders["scopes"] == [f"access:services!service={EXCHANGE_SERVICE}"]
