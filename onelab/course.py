@@ -208,13 +208,13 @@ def load_course(path: Path) -> Course:
         err = e.errors()[0]
         loc = tuple(err["loc"])
         field = ".".join(str(p) for p in loc) or "(top)"
-        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        at = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        where = f" line {line}" if line else ""
+        where = f" line {at}" if at else ""
         raise CourseError(f"{path}{where}: {field}: {msg}") from None
     if course.id != path.parent.name:
         raise CourseError(f"{path} line {lines.get(('id',), 1)}: id: {course.id!r} must equal "

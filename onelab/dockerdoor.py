@@ -248,7 +248,7 @@ def network_bridge(name: str) -> tuple[str, str]:
     except NotFound:
         raise DockerUnavailable(f"Docker network {name} does not exist") from None
     bridge = (net.attrs.get("Options") or {}).get("com.docker.network.bridge.name") or \
-        f"br-{net.id[:12]}"
+        f"br-{net.short_id}"
     for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
         if cfg.get("Gateway"):
             return bridge, cfg["Gateway"]

@@ -190,7 +190,9 @@ class Kernel:
         self.server = server
         self.id = kernel_id
         self.session = uuid.uuid4().hex
-        headers = [f"{k}: {v}" for k, v in server.http.headers.items() if k == "Authorization"]
+        # requests allows bytes header values: one must not reach the socket as "b'...'"
+        headers = [f"{k}: {v.decode('latin-1') if isinstance(v, bytes) else v}"
+                   for k, v in server.http.headers.items() if k == "Authorization"]
         cookies = "; ".join(f"{c.name}={c.value}" for c in server.http.cookies)
         host = urlparse(server.url).netloc
         self.ws = websocket.create_connection(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -329,11 +330,11 @@ class Settings(Section):
         return self.spawner.gpus != "none"
 
 
-def config_file(environ: dict[str, str] | None = None) -> Path | None:
+def config_file(environ: Mapping[str, str] | None = None) -> Path | None:
     """The settings file in force, or None when running on defaults alone."""
-    environ = os.environ if environ is None else environ
-    if environ.get(ENV_CONFIG):
-        path = Path(environ[ENV_CONFIG])
+    env = os.environ if environ is None else environ
+    if env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG])
         if not path.is_file():
             raise SettingsError(f"{ENV_CONFIG}={path}: no such file")
         return path
