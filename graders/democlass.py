@@ -7,6 +7,7 @@ Answers are filled in the released notebooks the way a learner would, right or w
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -128,7 +129,7 @@ def released(root: Path) -> nbformat.NotebookNode:
 
 
 def submit(root: Path, student: str, answers: dict[str, str],
-           extra_cells: list[tuple[int, str]] = (), nb: nbformat.NotebookNode | None = None,
+           extra_cells: Sequence[tuple[int, str]] = (), nb: nbformat.NotebookNode | None = None,
            raw: str | None = None) -> Path:
     """Write submitted/<student>/ps1/ as a learner's submission: solution cells answered,
     optional extra cells inserted (index, code), or a raw notebook text (malformed on purpose)."""

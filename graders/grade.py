@@ -338,16 +338,18 @@ def _prepare_gradebook(course_dir: Path, assignment: str) -> None:
 
 class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self._p = total, enabled and total > 0, None
+        self.total, self.enabled = total, enabled and total > 0
+        self._p: Any = None  # rich's Progress, imported only when shown
 
     def __enter__(self) -> Self:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self._p = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.description}"), transient=True)
-            self._p.start()
-            self._task = self._p.add_task("", total=self.total)
+            bar = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.description}"), transient=True)
+            bar.start()
+            self._task = bar.add_task("", total=self.total)
+            self._p = bar
         return self
 
     def advance(self, student: str) -> None:

@@ -314,7 +314,7 @@ def write_files(directory: Path, files: dict[str, bytes]) -> tuple[list[str], li
             parts = name.split("/") if name else []
             if not _replaceable(parts):
                 refused.append(rel)
-            elif _replace_file(root_fd, parts, data):
+            elif name is not None and _replace_file(root_fd, parts, data):
                 written.append(name)
             else:
                 refused.append(rel)
