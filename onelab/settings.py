@@ -67,6 +67,10 @@ class HubSettings(Section):
     )
     admin_users: list[str] = Field(default_factory=list, description="Usernames that are hub admins.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    language: Literal["ko", "en"] = Field(
+        "ko", description="Language of the hub's pages for anyone who has not chosen one with "
+        "the 한국어 / English switch (each person's choice is kept).",
+    )
 
     @field_validator("base_url")
     @classmethod
