@@ -8,15 +8,20 @@ needs to know in the state directory, which :func:`configure` reads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from traitlets.config import Config
 
 from hub.auth import configure_auth
 from hub.courses import configure_courses, course_specs
 from hub.formgrader import configure_formgraders
+from hub.preferences import configure_language
 from hub.services import configure_services
 from hub.spawner import configure_spawner
 from hub.state import proxy_token, read_runtime
 from onelab.settings import Settings
+
+HERE = Path(__file__).resolve().parent
 
 
 def configure_hub(c: Config, settings: Settings, gateway: str) -> None:
@@ -35,6 +40,9 @@ def configure_hub(c: Config, settings: Settings, gateway: str) -> None:
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.last_activity_interval = 60
+    # OneLab's pages (hub/templates extend JupyterHub's, Korean first) and its logo.
+    c.JupyterHub.template_paths = [str(HERE / "templates")]
+    c.JupyterHub.logo_file = str(HERE / "static" / "onelab-logo.svg")
 
 
 def configure_proxy(c: Config, settings: Settings) -> None:
@@ -52,6 +60,7 @@ def configure(c: Config, settings: Settings) -> None:
     configure_hub(c, settings, gateway)
     configure_proxy(c, settings)
     configure_auth(c, settings)
+    configure_language(c, settings)
     configure_spawner(c, settings)
     configure_services(c, settings)
     configure_courses(c, settings, gateway)
