@@ -96,6 +96,20 @@ class CoursesHandler(Base):
             for c, role in self.courses.of(name)]})
 
 
+class CourseworkHandler(Base):
+    """The caller's released assignments in each course they learn in: due dates, their
+    submissions, and feedback with its score once returned (hub/classroom.py)."""
+
+    @web.authenticated
+    def get(self) -> None:
+        from hub.classroom import learner_view
+
+        name = self.get_current_user()["name"]
+        self.finish({"user": name, "courses": [
+            learner_view(self.store, c, name) for c, role in self.courses.of(name)
+            if role == "learner"]})
+
+
 class PullHandler(Base):
     @web.authenticated
     def get(self, course: str) -> None:
@@ -233,6 +247,7 @@ def make_app(store: ExchangeStore, courses: Courses, prefix: str,
     seg = r"([A-Za-z0-9][A-Za-z0-9._@-]*)"
     return web.Application([
         (rf"{p}/api/courses", CoursesHandler),
+        (rf"{p}/api/coursework", CourseworkHandler),
         (rf"{p}/api/pull/{seg}", PullHandler),
         (rf"{p}/api/submit/{seg}/{seg}", SubmitHandler),
         *staff_routes(p, seg),

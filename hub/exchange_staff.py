@@ -28,7 +28,7 @@ from typing import IO, Any
 from tornado import ioloop, web
 
 from hub.exchange_service import Base
-from hub.exchange_store import ExchangeError, check_name, pack, safe_extract
+from hub.exchange_store import SCORE_FILE, ExchangeError, Score, check_name, pack, safe_extract
 
 SERVICE_PREFIX = "formgrader-"
 MAX_STAFF_UPLOAD = 256 * 1024 * 1024
@@ -159,7 +159,7 @@ class FeedbackHandler(UploadHandler):
                     htmls = sorted(sub.glob("*.html"))
                     if sub.name in learners and ts.is_file() and htmls:
                         self.store.put_feedback(course, sub.name, assignment,
-                                                ts.read_text().strip(), htmls)
+                                                ts.read_text().strip(), htmls, _score(sub))
                         sent.append(sub.name)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -168,6 +168,15 @@ class FeedbackHandler(UploadHandler):
         sent = await self.handle(put)
         self.set_status(201)
         self.finish({"feedback": sent})
+
+
+def _score(folder: Path) -> Score | None:
+    """The score the grading service sent with a learner's feedback (its gradebook's), if a
+    sound one: a missing or malformed score.json returns the feedback without a score."""
+    try:
+        return Score.parse(json.loads((folder / SCORE_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 class ExecuteHandler(UploadHandler):

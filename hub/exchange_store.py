@@ -2,7 +2,7 @@
 
     <root>/<course>/outbound/<assignment>/...                          released files
     <root>/<course>/inbound/<learner>/<assignment>/<timestamp>+<id>/   every submission, kept
-    <root>/<course>/feedback/<learner>/<assignment>/<timestamp>/<notebook>.html
+    <root>/<course>/feedback/<learner>/<assignment>/<timestamp>/<notebook>.html, score.json
     <root>/<course>/.incoming/<id>/    a submission being unpacked (never in inbound/)
     <root>/.uploads/<id>               an upload's body being received (the service's)
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import secrets
@@ -230,6 +231,31 @@ class Submission:
     path: Path
 
 
+SCORE_FILE = "score.json"
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float
+    max_score: float
+
+    @classmethod
+    def parse(cls, raw: object) -> Score:
+        """From the grading service's JSON: two finite numbers, 0 <= score <= max_score."""
+        import math
+
+        if not isinstance(raw, dict):
+            raise ValueError("a score is an object")  # noqa: TRY004 - callers catch ValueError
+        score, top = raw.get("score"), raw.get("max_score")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (score, top)):
+            raise ValueError("score and max_score must be numbers")
+        assert isinstance(score, int | float) and isinstance(top, int | float)
+        if not 0 <= score <= top or top > 1e6:
+            raise ValueError("a score lies between 0 and its max_score")
+        return cls(float(score), float(top))
+
+
 class ExchangeStore:
     def __init__(self, root: Path, limits: Limits | None = None) -> None:
         self.root = root
@@ -387,16 +413,35 @@ class ExchangeStore:
 
     # -- feedback --------------------------------------------------------------------------
     def put_feedback(self, course: str, learner: str, assignment: str, timestamp: str,
-                     html_files: list[Path]) -> None:
+                     html_files: list[Path], score: Score | None = None) -> None:
+        """One submission's feedback, whole, with its score when the grader sent one: a
+        learner sees their score once the staff return feedback, not before."""
         dest = (self.course_dir(course) / "feedback" / check_name("learner", learner) /
                 check_name("assignment", assignment) / _safe_ts(timestamp))
         tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}"
         tmp.mkdir(parents=True)
         for f in html_files:
             shutil.copy(f, tmp / f.name)
+        if score is not None:
+            (tmp / SCORE_FILE).write_text(json.dumps(
+                {"score": score.score, "max_score": score.max_score, "timestamp": timestamp}))
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
+
+    def scores(self, course: str, learner: str = "*") -> dict[tuple[str, str], Score]:
+        """{(learner, assignment): score} from each learner's latest returned feedback."""
+        out: dict[tuple[str, str], Score] = {}
+        root = self.course_dir(course) / "feedback"
+        for f in sorted(root.glob(f"{learner}/*/*/{SCORE_FILE}")):
+            if f.parent.name.startswith("."):
+                continue
+            try:
+                got = Score.parse(json.loads(f.read_text()))
+            except (OSError, ValueError):
+                continue
+            out[(f.parent.parent.parent.name, f.parent.parent.name)] = got  # latest wins
+        return out
 
     def feedback_for(self, course: str, learner: str) -> list[tuple[str, str, Path]]:
         """(assignment, timestamp folder, html file) of this learner's feedback only."""

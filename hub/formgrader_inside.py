@@ -162,6 +162,7 @@ class ReleaseFeedback(StaffExchange, ExchangeReleaseFeedback):
                                                    aid)).parent.parent
         buf = io.BytesIO()
         sent = []
+        scores = self._scores(aid)
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             for folder in sorted(feedback.glob(f"{student}/{aid}")):
                 htmls = sorted(p for p in folder.glob("*.html") if not p.is_symlink())
@@ -169,11 +170,31 @@ class ReleaseFeedback(StaffExchange, ExchangeReleaseFeedback):
                 if htmls and ts.is_file() and not ts.is_symlink():
                     for f in [ts, *htmls]:
                         tar.add(f, arcname=f"{folder.parent.name}/{f.name}", recursive=False)
+                    if folder.parent.name in scores:  # the learner's score goes with it
+                        data = json.dumps(scores[folder.parent.name]).encode()
+                        info = tarfile.TarInfo(f"{folder.parent.name}/score.json")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
                     sent.append(folder.parent.name)
         if sent:
             self._call("POST", f"{self.course}/feedback/{aid}", buf.getvalue())
         for name in sent:
             self.log.info("Feedback of %s released to %s", aid, name)
+
+
+    def _scores(self, aid: str) -> dict[str, dict[str, float]]:
+        """{learner: {score, max_score}} of this assignment in the course's gradebook."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        out = {}
+        try:
+            with Gradebook(self.coursedir.db_url) as gb:
+                for sub in gb.assignment_submissions(aid):
+                    out[sub.student_id] = {"score": float(sub.score),
+                                           "max_score": float(sub.max_score)}
+        except MissingEntry:
+            pass
+        return out
 
 
 class RemoteExecute(SandboxedExecute):

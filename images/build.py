@@ -203,6 +203,8 @@ def build_learner(settings: Settings, gpu: bool, base_tag: str, wheels: Path, ec
     with tempfile.TemporaryDirectory(prefix="ctx-", dir=settings.images.cache_dir) as ctx:
         ctxp = Path(ctx)
         shutil.copytree(spec.directory, ctxp, dirs_exist_ok=True)
+        for source, dest in table.extra_inputs(name).items():
+            shutil.copytree(source, ctxp / dest, ignore=shutil.ignore_patterns("*.pot"))
         (ctxp / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             os.link(whl, ctxp / "wheels" / whl.name)  # same file system: no copy

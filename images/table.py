@@ -40,6 +40,18 @@ TABLE: dict[str, ImageSpec] = {
 }
 
 
+def extra_inputs(name: str) -> dict[Path, str]:
+    """Folders from outside an image's directory that its build context gets (and its tag
+    hashes): {source: name in the context}. The learner images carry the Assignments panel
+    (built, see images/labextension.py) and OneLab's message catalogue."""
+    if TABLE[name].parent is None:
+        return {}
+    from images import labextension
+
+    return {labextension.BUILT: "labextension",
+            HERE.parent / "onelab" / "locale": "locale"}
+
+
 def _digest_dir(h: hashlib._Hash, directory: Path, skip: frozenset[str] = frozenset()) -> None:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         relative = str(path.relative_to(directory))
@@ -94,6 +106,9 @@ def inputs_hash(name: str, settings: Settings) -> str:
         h.update(inputs_hash(spec.parent, settings).encode())
         h.update(torch_requirement(settings, spec.gpu).encode())
         h.update(PYTHON_VERSION.encode())
+        for source, dest in sorted(extra_inputs(name).items(), key=lambda kv: kv[1]):
+            h.update(dest.encode())
+            _digest_dir(h, source)
     return h.hexdigest()[:12]
 
 

@@ -1,0 +1,86 @@
+"""What a class looks like from the exchange: per learner (what is released to them, due when,
+submitted when, late or not, feedback and score returned) and per course for its staff
+(submissions, late ones, feedback returned, the returned scores).
+
+Pure views over the exchange's store (hub/exchange_store.py) and the course spec: the learner's
+Assignments panel (through the exchange service's /api/coursework) and the class home read the
+same facts, so the two never disagree. Times are ISO 8601 in UTC; the browser shows them in
+the learner's own time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hub.exchange_store import ExchangeStore, Submission
+from onelab.course import Assignment, Course
+
+
+def submitted_at(timestamp: str) -> datetime | None:
+    """The exchange's receipt time ('2026-12-01 10:00:00.123456 UTC') as an aware datetime."""
+    text = timestamp.strip().removesuffix("UTC").strip()
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat() if when else None
+
+
+def is_late(assignment: Assignment, sub: Submission | None) -> bool:
+    when = submitted_at(sub.timestamp) if sub else None
+    return bool(assignment.due and when and when > assignment.due)
+
+
+def learner_view(store: ExchangeStore, course: Course, learner: str) -> dict[str, Any]:
+    """The course's released assignments as this learner stands in each."""
+    released = set(store.released(course.id))
+    subs: dict[str, list[Submission]] = {}
+    for sub in store.submissions(course.id, learner=learner):
+        subs.setdefault(sub.assignment, []).append(sub)
+    feedback = {a for a, _, _ in store.feedback_for(course.id, learner)}
+    scores = store.scores(course.id, learner)
+    out = []
+    for a in course.assignments:
+        if a.id not in released:
+            continue
+        mine = subs.get(a.id, [])
+        last = mine[-1] if mine else None
+        score = scores.get((learner, a.id))
+        out.append({
+            "id": a.id, "title": a.title.model_dump(), "due": _iso(a.due),
+            "submissions": len(mine),
+            "last_submitted": _iso(submitted_at(last.timestamp)) if last else None,
+            "late": is_late(a, last),
+            "feedback": a.id in feedback,
+            "score": score.score if score else None,
+            "max_score": score.max_score if score else None,
+        })
+    return {"id": course.id, "title": course.title.model_dump(), "assignments": out}
+
+
+def staff_view(store: ExchangeStore, course: Course) -> dict[str, Any]:
+    """Per assignment: who submitted, who was late, whose feedback (and score) went back."""
+    released = set(store.released(course.id))
+    learners = set(course.all_learners())
+    scores = store.scores(course.id)
+    out = []
+    for a in course.assignments:
+        latest = {k: v for k, v in store.latest(course.id, a.id).items() if k in learners}
+        returned = {who: s for (who, aid), s in scores.items() if aid == a.id and who in learners}
+        out.append({
+            "id": a.id, "title": a.title.model_dump(), "due": _iso(a.due),
+            "released": a.id in released,
+            "learners": len(learners),
+            "submitted": len(latest),
+            "late": sorted(who for who, sub in latest.items() if is_late(a, sub)),
+            "feedback_returned": len(returned),
+            "scores": sorted(s.score for s in returned.values()),
+            "max_score": max((s.max_score for s in returned.values()), default=None),
+        })
+    return {"id": course.id, "title": course.title.model_dump(), "assignments": out}
