@@ -223,6 +223,43 @@ class Accounts:
 _DUMMY = hash_password("not-a-real-password")
 
 
+# -- the hub's user list (the class roster) ---------------------------------------------------
+
+def list_on_hub(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Put these accounts (all, with None) on the running hub's user list now, not at their
+    first login, so staff see the class in the admin page and ``/hub/api/users``; each is a hub
+    admin exactly when their login would make them one. With the hub down there is nothing to
+    do: it takes every account into its list when it starts (hub.auth.sync_roster).
+    Returns lines for the operator."""
+    from hub.state import admin_token
+    from onelab.hubclient import Hub, HubError
+
+    if settings.auth.kind != "local":
+        return ["note: with auth.kind oauth the identity provider decides who logs in; the hub "
+                "lists users from their first login, not from local accounts"]
+    accounts = Accounts(settings.db_url, settings.auth.min_password_length)
+    wanted = {a.name: a.admin or a.name in settings.hub.admin_users for a in accounts.all()
+              if names is None or a.name in names}
+    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    if not hub.healthy():
+        who = ", ".join(sorted(wanted)) if names is not None else "every account"
+        return [f"the hub is not running; it puts {who} on its user list when it starts"]
+    try:
+        have = {u["name"]: bool(u.get("admin")) for u in hub.users()}
+        made = [n for admin in (False, True) for n in hub.add_users(
+            sorted(n for n, a in wanted.items() if a is admin and n not in have), admin=admin)]
+        changed = sorted(n for n, a in wanted.items() if n in have and have[n] is not a)
+        for n in changed:
+            hub.set_admin(n, wanted[n])
+    except (HubError, OSError) as e:
+        raise AccountError(f"the account(s) are saved, but the hub at {settings.public_url} did "
+                           f"not take them into its user list ({e}); it will at its next start "
+                           "(`onelab down --keep-servers && onelab up --detach`)") from None
+    lines = [f"on the hub's user list now: {', '.join(made)}"] if made else []
+    lines += [f"hub admin flag set as their account says: {', '.join(changed)}"] if changed else []
+    return lines
+
+
 # -- removing a user for good, and their home ------------------------------------------------
 
 KEPT_ROLE = "home-kept"

@@ -2,12 +2,15 @@
 
 The local authenticator is our own, on JupyterHub's ``Authenticator``: NativeAuthenticator 1.3
 breaks logins on JupyterHub 6 (its LoginHandler lacks ``statsd``). It uses JupyterHub's stock
-login form and checks passwords against :mod:`hub.accounts`.
+login form and checks passwords against :mod:`hub.accounts`, and it keeps the hub's user list
+(the admin page, ``/hub/api/users``) in step with the accounts at every hub start
+(:func:`sync_roster`); while the hub runs, ``onelab users`` keeps it in step through the API.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from jupyterhub.auth import Authenticator
@@ -16,7 +19,7 @@ from traitlets.config import Config
 
 from hub import roles
 from hub._config import extend
-from hub.accounts import Accounts
+from hub.accounts import Account, Accounts
 from onelab.settings import Settings
 
 
@@ -53,6 +56,68 @@ class LocalAccountsAuthenticator(Authenticator):
             self.log.warning("Failed login for %s", name)
             return None
         return {"name": account.name, "admin": account.admin or name in self.admin_users}
+
+    def check_allow_config(self) -> None:
+        """JupyterHub calls this once at start, first thing in ``init_users``: before it loads
+        its users and before it serves any request. The place to bring its user list in step
+        with the accounts added or removed while it was down."""
+        super().check_allow_config()
+        db = getattr(self.parent, "db", None)  # the JupyterHub app's session
+        if db is None:
+            return
+        keep = {self.normalize_username(n) for n in self.admin_users} | config_users(self.parent)
+        made, gone, running = sync_roster(db, self.accounts.all(), keep)
+        if made:
+            self.log.info("Roster: %d local account(s) added to the hub's users: %s", len(made),
+                          ", ".join(made[:20]) + (", ..." if len(made) > 20 else ""))
+        for name in gone:
+            self.log.warning("Roster: %s has no local account any more (removed while the hub "
+                             "was down): deleted from the hub with their tokens and sessions",
+                             name)
+        for name in running:
+            self.log.warning("Roster: %s's server was recorded as running; its container may "
+                             "still run: `onelab users remove %s` removes it and keeps their "
+                             "home aside", name, name)
+
+
+def config_users(app: Any) -> set[str]:
+    """Users the hub's configuration names (course groups, role grants): JupyterHub makes
+    them at start whatever the accounts say, so the roster leaves them alone."""
+    names: set[str] = set()
+    groups = getattr(app, "load_groups", None) or {}
+    for spec in groups.values() if isinstance(groups, dict) else []:
+        members = spec.get("users", []) if isinstance(spec, dict) else spec
+        names.update(str(n) for n in members or [])
+    for role in getattr(app, "load_roles", None) or []:
+        names.update(str(n) for n in role.get("users", []) or [])
+    return names
+
+
+def sync_roster(db: Any, accounts: Iterable[Account],
+                keep: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """Make the hub's users (JupyterHub's ORM session `db`) follow the local accounts: an
+    account the hub lacks becomes a hub user (an admin account an admin), as JupyterHub makes
+    its configured admin_users; a hub user with no account and not in `keep` is deleted, with
+    their tokens and server records (JupyterHub would keep them, and their tokens, forever).
+    Returns (created, deleted, deleted with a server recorded as running)."""
+    from jupyterhub import orm
+    from jupyterhub import roles as hub_roles
+
+    wanted = {a.name: a for a in accounts}
+    have = {u.name: u for u in db.query(orm.User)}
+    if not wanted:  # no accounts at all is a wrong database, not a class that left
+        return [], [], []
+    made = sorted(set(wanted) - set(have))
+    for name in made:
+        user = orm.User(name=name, admin=wanted[name].admin)
+        db.add(user)
+        hub_roles.assign_default_roles(db, entity=user)
+    gone = sorted(set(have) - set(wanted) - keep)
+    running = [n for n in gone if any(sp.server is not None for sp in have[n]._orm_spawners)]
+    for name in gone:
+        db.delete(have[name])
+    db.commit()
+    return made, gone, running
 
 
 def configure_auth(c: Config, settings: Settings) -> None:

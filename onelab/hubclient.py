@@ -74,6 +74,22 @@ class Hub:
         if self.user(name) is None:
             self.api("POST", f"users/{quote(name)}")
 
+    def add_users(self, names: list[str], admin: bool = False) -> list[str]:
+        """Create, in one request, the hub users among `names` it does not have yet (each an
+        admin with `admin`); returns the names it created."""
+        if not names:
+            return []
+        try:
+            made = self.api("POST", "users", json={"usernames": names, "admin": admin})
+        except HubError as e:
+            if "-> 409" in str(e):  # every one of them exists already
+                return []
+            raise
+        return [u["name"] for u in made or []]
+
+    def set_admin(self, name: str, admin: bool) -> None:
+        self.api("PATCH", f"users/{quote(name)}", json={"admin": admin})
+
     def start(self, name: str) -> None:
         self.api("POST", f"users/{quote(name)}/server", ok=(201, 202, 400))
 

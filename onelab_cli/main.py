@@ -86,7 +86,7 @@ def _accounts(s: Settings):
 
 
 def cmd_users_add(s: Settings, a: argparse.Namespace) -> int:
-    from hub.accounts import fresh_home_check, generate_password
+    from hub.accounts import fresh_home_check, generate_password, list_on_hub
 
     name = a.name.lower()
     accounts = _accounts(s)
@@ -97,13 +97,15 @@ def cmd_users_add(s: Settings, a: argparse.Namespace) -> int:
     _echo(f"added {acct.name}{' (admin)' if acct.admin else ''}")
     if not a.password:
         _echo(f"password: {password}")
-    for note in notes:
-        _echo(note)
+    for line in notes:
+        _echo(line)
+    for line in list_on_hub(s, [acct.name]):  # after the notes: they stand even if this fails
+        _echo(line)
     return 0
 
 
 def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
-    from hub.accounts import fresh_home_check
+    from hub.accounts import fresh_home_check, list_on_hub
 
     try:
         text = Path(a.csv).read_text(encoding="utf-8-sig")
@@ -122,6 +124,8 @@ def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
             _echo("\n".join(lines))
     for note in dict.fromkeys(notes):
         _echo(note)
+    for line in list_on_hub(s):  # every account: the whole class in step
+        _echo(line)
     return 0
 
 
