@@ -15,11 +15,19 @@ Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result
           result = {"status": "ok" | "timeout" | "error", "reason": str, "seconds": s,
                     "cells": [{"outputs": [...], "execution_count": int | null, "executed": bool,
                                "verified": bool, "why": str, "completed": bool | null,
-                               "value": "n:<number>" | "none" | "o:<type>" | "-" | ""}],
+                               "value": "n:<number>" | "none" | "o:<type>" | "-" | "",
+                               optional "stop": {"kind": str, "limit": n}}],
                     "files": {"written": {relpath: base64}, "left_out": [relpath...],
                               "left_out_count": n}}
           "files" are what the notebook created or changed in its work directory (as stock
           nbgrader leaves them beside the graded notebook), capped in count and bytes.
+          "stop" is on the cell a limit stopped, as facts the host puts into words
+          (graders/preprocessor.py STOP_MESSAGES, English and Korean): kind "cell_timeout"
+          (the cell was interrupted, the notebook went on), "cell_timeout_killed" (the kernel
+          ignored the interrupt: nothing after it ran), "notebook_timeout", "memory" (the
+          container's OOM killer ended the kernel; limit in bytes) or "kernel_died"; limit
+          in seconds unless said. "reason" says the same in English (STOP_EN, kept equal to
+          the host's words by tests/unit/test_stop_messages.py).
 
 The learner's code runs in the kernel, a child of this process, and must not be able to forge
 the reply: the kernel's stdout and stderr go to /dev/null (the reply goes to a private copy of
@@ -104,6 +112,67 @@ class Attestations:
             self.seq = int(parts[0])
             self.records.append((self.seq, parts[1], parts[2], parts[3],
                                  [f for f in parts[4].split(",") if f]))
+
+
+# A notebook-wide stop in English words for "reason" (the runner has no other code with it):
+# the same sentences as graders/preprocessor.py STOP_MESSAGES, which also has them in Korean.
+# {cell} is the cell's number as the learner sees it: its place in the notebook, from 1.
+STOP_EN = {
+    "cell_timeout_killed": "cell {cell} ran past its time limit of {limit} s and was stopped; "
+                           "its kernel did not answer the interrupt, so the cells after it did "
+                           "not run",
+    "notebook_timeout": "the notebook ran past its time limit of {limit} s and was stopped in "
+                        "cell {cell}; the cells after it did not run",
+    "memory": "cell {cell} went over the memory limit of {limit} and was stopped; the cells "
+              "after it did not run",
+    "kernel_died": "the kernel died in cell {cell}: the notebook exited it, crashed it, or went "
+                   "over its memory limit; the cells after it did not run",
+}
+
+
+def human_bytes(n):
+    """A memory limit as people write it: 512 MiB, 1.5 GiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+def stop_reason(stop, index):
+    """The English words for a stop fact on the cell at `index` (0-based)."""
+    limit = stop.get("limit")
+    if stop["kind"] == "memory":
+        limit = human_bytes(limit)
+    return STOP_EN[stop["kind"]].format(cell=index + 1, limit=limit)
+
+
+def memory_cgroup():
+    """(memory limit in bytes or None, OOM kills so far or None) of this container's cgroup,
+    v2 or v1: whether the kernel that died was ended by the memory limit."""
+    for events, limit_file in (("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory.max"),
+                               ("/sys/fs/cgroup/memory/memory.oom_control",
+                                "/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            with open(events) as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        kills = None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                kills = int(value)
+        limit = None
+        try:
+            with open(limit_file) as fh:
+                raw = fh.read().strip()
+            if raw.isdigit() and int(raw) < 1 << 60:  # v1 says "no limit" with a huge number
+                limit = int(raw)
+        except OSError:
+            pass
+        return limit, kills
+    return None, None
 
 
 def expected_digest(source):
@@ -405,9 +474,8 @@ def run_cell(km, kc, cell, index, outputs, cell_timeout, deadline):
         if not interrupted and now - started > cell_timeout:
             km.interrupt_kernel()
             interrupted = True
-            cell["outputs"].append({"output_type": "stream", "name": "stderr",
-                                    "text": "[OneLab: this cell ran past its time limit of "
-                                            f"{cell_timeout} s and was stopped]\n"})
+            # the host says so in the cell, in words (graders/preprocessor.py merge)
+            cell["stop"] = {"kind": "cell_timeout", "limit": cell_timeout}
         if interrupted and now - started > cell_timeout + 10:
             return "dead"  # the kernel does not answer even an interrupt
         try:
@@ -499,9 +567,12 @@ def main():
     cells = payload["notebook"]["cells"]
     for cell in cells:
         cell["outputs"], cell["execution_count"] = [], None
+        cell.pop("stop", None)  # only this runner says what stopped a cell
     outputs = Outputs(int(payload.get("max_output_bytes", 1_000_000)))
     cell_timeout = int(payload.get("cell_timeout", 30))
-    deadline = begun + int(payload.get("notebook_timeout", 300))
+    notebook_timeout = int(payload.get("notebook_timeout", 300))
+    deadline = begun + notebook_timeout
+    _, oom_kills = memory_cgroup()
     executed, verdicts = set(), {}
     mark("payload read")
 
@@ -517,12 +588,19 @@ def main():
             outcome = run_cell(km, kc, cell, i, outputs, cell_timeout, deadline)
             if outcome == "timeout":
                 status = "timeout"
-                reason = f"the notebook ran past its time limit ({payload.get('notebook_timeout')} s)"
+                cell["stop"] = {"kind": "notebook_timeout", "limit": notebook_timeout}
+                reason = stop_reason(cell["stop"], i)
                 break
             if outcome == "dead":
                 status = "error"
-                reason = ("the kernel died: the notebook exited it, crashed it, or went over its "
-                          "memory limit")
+                limit, kills = memory_cgroup()
+                if "stop" in cell:  # it ran past its limit and did not answer the interrupt
+                    cell["stop"]["kind"] = "cell_timeout_killed"
+                elif limit and kills is not None and oom_kills is not None and kills > oom_kills:
+                    cell["stop"] = {"kind": "memory", "limit": limit}
+                else:
+                    cell["stop"] = {"kind": "kernel_died", "limit": None}
+                reason = stop_reason(cell["stop"], i)
                 break
             executed.add(i)
             mark(f"cell {i}")
@@ -555,7 +633,8 @@ def main():
                   "verified": verdicts.get(i, none)[0],
                   "why": verdicts.get(i, none)[1],
                   "completed": verdicts.get(i, none)[2],
-                  "value": verdicts.get(i, none)[3]}
+                  "value": verdicts.get(i, none)[3],
+                  **({"stop": c["stop"]} if "stop" in c else {})}
                  for i, c in enumerate(cells)]
     result = json.dumps({"status": status, "reason": reason, "cells": out_cells, "marks": marks,
                          "seconds": round(time.monotonic() - started, 3), "files": files})

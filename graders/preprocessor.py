@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import stat
+import string
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,111 @@ def _clean_output(out: Any) -> NotebookNode | None:
     return new_output("display_data", data=data)
 
 
+# What stopped a cell or a notebook, in words: the English source strings and their Korean,
+# in one place (for the message catalogue, onelab/locale, to take over as they are). {cell} is
+# the cell's number as the learner sees it: its place in the notebook counted from 1, markdown
+# cells included (as `onelab regress` counts). The runner's English "reason"
+# (graders/incontainer.py STOP_EN) is the same sentences; tests/unit/test_stop_messages.py
+# keeps them equal.
+STOP_MESSAGES: dict[str, tuple[str, str]] = {
+    "cell_timeout": (
+        "cell {cell} ran past its time limit of {limit} s and was stopped",
+        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다"),
+    "cell_timeout_killed": (
+        "cell {cell} ran past its time limit of {limit} s and was stopped; its kernel did not "
+        "answer the interrupt, so the cells after it did not run",
+        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다. 커널이 중단 요청에 응답하지 "
+        "않아 그 뒤의 셀은 실행되지 않았습니다"),
+    "notebook_timeout": (
+        "the notebook ran past its time limit of {limit} s and was stopped in cell {cell}; the "
+        "cells after it did not run",
+        "노트북이 제한 시간 {limit}초를 넘어 {cell}번 셀에서 중단되었습니다. 그 뒤의 셀은 "
+        "실행되지 않았습니다"),
+    "memory": (
+        "cell {cell} went over the memory limit of {limit} and was stopped; the cells after it "
+        "did not run",
+        "{cell}번 셀이 메모리 한도({limit})를 넘어 중단되었습니다. 그 뒤의 셀은 실행되지 "
+        "않았습니다"),
+    "kernel_died": (
+        "the kernel died in cell {cell}: the notebook exited it, crashed it, or went over its "
+        "memory limit; the cells after it did not run",
+        "{cell}번 셀에서 커널이 끝났습니다. 노트북이 커널을 종료했거나, 망가뜨렸거나, 메모리 "
+        "한도를 넘었습니다. 그 뒤의 셀은 실행되지 않았습니다"),
+    # the whole grading container stopped (graders/sandbox.py): no cell to name
+    "notebook_timeout_whole": (
+        "the notebook ran past its time limit of {limit} s and was stopped",
+        "노트북이 제한 시간 {limit}초를 넘어 중단되었습니다"),
+    "memory_whole": (
+        "the notebook went over its memory limit of {limit} and was stopped",
+        "노트북이 메모리 한도({limit})를 넘어 중단되었습니다"),
+    # on a test cell that never ran, {why} being one of the above
+    "test_not_run": (
+        "this test did not run: {why}",
+        "이 테스트는 실행되지 않았습니다: {why}"),
+}
+# the kinds the runner puts on a cell ("stop": {"kind", "limit"}); the others are the host's
+CELL_STOPS = ("cell_timeout", "cell_timeout_killed", "notebook_timeout", "memory", "kernel_died")
+
+
+def stop_words(kind: str, lang: str = "en", **params: Any) -> str:
+    """One of STOP_MESSAGES in English ("en") or Korean ("ko")."""
+    en, ko = STOP_MESSAGES[kind]
+    return (ko if lang == "ko" else en).format(**params)
+
+
+def for_learners(english: str) -> str:
+    """A sentence as learners read it in a graded notebook or its feedback: Korean first, then
+    English, when it is one of STOP_MESSAGES (or starts with one); else as it is."""
+    ko = korean(english)
+    return f"{ko} / {english}" if ko else english
+
+
+def korean(english: str) -> str | None:
+    """The Korean of an English sentence made from STOP_MESSAGES (a reason may come as text,
+    e.g. from graders/sandbox.py or the course's grading service), or None."""
+    for en, ko in STOP_MESSAGES.values():
+        pattern = "".join(re.escape(text) + (f"(?P<{name}>.+?)" if name else "")
+                          for text, name, _, _ in string.Formatter().parse(en))
+        m = re.fullmatch(pattern, english, re.DOTALL)
+        if m:
+            params = {k: korean(v) or v for k, v in m.groupdict().items()}
+            return ko.format(**params)
+    return None
+
+
+def human_bytes(n: int) -> str:
+    """A memory limit as people write it: 512 MiB, 1.5 GiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+def cell_stops(run: Execution) -> list[tuple[int, str, str]]:
+    """(cell index, kind, English words) for each cell the runner says a limit stopped, in
+    order; a stop of any other shape is ignored (the reply is only as sound as the image)."""
+    out: list[tuple[int, str, str]] = []
+    for i, c in enumerate(run.cells):
+        stop = c.get("stop") if isinstance(c, dict) else None
+        if not isinstance(stop, dict) or stop.get("kind") not in CELL_STOPS:
+            continue
+        kind, limit = stop["kind"], stop.get("limit")
+        if isinstance(limit, bool) or not (isinstance(limit, int) or
+                                           (limit is None and kind == "kernel_died")):
+            continue
+        shown = human_bytes(limit) if kind == "memory" and limit is not None else limit
+        out.append((i, kind, stop_words(kind, cell=i + 1, limit=shown)))
+    return out
+
+
+def run_reason(run: Execution) -> str:
+    """Why the run ended early, in English words: from the runner's stop fact on the cell where
+    it ended when there is one (its own "reason" says the same; the words are made here)."""
+    ended = [words for _, kind, words in cell_stops(run) if kind != "cell_timeout"]
+    return ended[-1] if run.status != "ok" and ended else run.reason
+
+
 def grading_error(reason: str) -> NotebookNode:
     return new_output("error", ename="OneLabGradingError", evalue=reason,
                       traceback=[f"OneLabGradingError: {reason}"])
@@ -69,21 +175,26 @@ def merge(nb: NotebookNode, run: Execution) -> None:
     """Put the sandbox's outputs into the grader's notebook. A test cell that did not run
     (the kernel died or exited, time ran out, the container crashed) or did not run as written
     (the guard saw tampering, or other code ran in its place) gets an error output, so it earns
-    nothing: stock nbgrader counts a test without an error as passed."""
+    nothing: stock nbgrader counts a test without an error as passed. A cell a limit stopped
+    says so, in words, under its outputs."""
     cells = run.cells if len(run.cells) == len(nb.cells) else []
+    stops = {i: words for i, _, words in cell_stops(run)} if cells else {}
+    not_run = stop_words("test_not_run", why=run_reason(run) or "this test cell did not run")
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         got = cells[i] if cells else {}
         outs = [o for o in map(_clean_output, got.get("outputs", []) or []) if o is not None]
         cell.outputs = outs
+        if i in stops:
+            cell.outputs.append(new_output("stream", name="stderr",
+                                           text=f"\n[OneLab: {for_learners(stops[i])}]\n"))
         count = got.get("execution_count")
         cell.execution_count = count if isinstance(count, int) else None
         if not is_test_cell(cell):
             continue
         if not got.get("executed"):
-            reason = run.reason or "this test cell did not run"
-            cell.outputs.append(grading_error(f"this test did not run: {reason}"))
+            cell.outputs.append(grading_error(for_learners(not_run)))
         elif not got.get("verified"):
             why = got.get("why") if isinstance(got.get("why"), str) else ""
             cell.outputs.append(grading_error(why or "this test did not run as written"))
@@ -330,7 +441,7 @@ def tampered(run: Execution, tests: list[int]) -> list[str]:
     for i in tests:
         c = run.cells[i] if i < len(run.cells) and isinstance(run.cells[i], dict) else {}
         if c.get("executed") and c.get("verified") is False and isinstance(c.get("why"), str):
-            out.append(f"test cell {i}: {c['why'][:200]}")
+            out.append(f"test cell {i + 1}: {c['why'][:200]}")
     return out[:5]
 
 
@@ -421,9 +532,13 @@ class SandboxedExecute(NbGraderPreprocessor):
         merge(nb, run)
         inert(nb)
         if run.status != "ok":
-            self.log.warning("Sandbox: %s (%s)", run.status, run.reason)
+            self.log.warning("Sandbox: %s (%s)", run.status, run_reason(run))
+        # cells stopped by their time limit while the notebook went on: a person should know
+        stopped = [words for _, kind, words in cell_stops(run) if kind == "cell_timeout"]
+        for words in stopped:
+            self.log.warning("Sandbox: %s", words)
         written, notes = self._keep_files(nb, resources, run)
-        self._report(resources, run, written, tampered(run, tests) + notes)
+        self._report(resources, run, written, stopped + tampered(run, tests) + notes)
         return nb, resources
 
     def _keep_files(self, nb: NotebookNode, resources: dict,
@@ -468,7 +583,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         info = resources.get("nbgrader", {})
         d = Path(self.report_dir) / str(info.get("student", "unknown"))
         d.mkdir(parents=True, exist_ok=True)
-        status, reason = run.status, run.reason
+        status, reason = run.status, run_reason(run)
         if status == "ok" and flags:
             status, reason = "flagged", "; ".join(flags)
         (d / f"{info.get('notebook', 'notebook')}.json").write_text(json.dumps({

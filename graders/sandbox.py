@@ -107,10 +107,13 @@ def execute(nb: dict[str, Any], files: dict[str, bytes], image: str, limits: Gra
     if reply is not None:
         return Execution(reply["status"], reply.get("reason", ""), reply["cells"], elapsed,
                          done.stderr, reply.get("marks", []), reply.get("files") or {})
-    if done.timed_out:
-        reason = f"stopped after {limits.notebook_timeout + 60} s (notebook time limit)"
+    # the words are the pipeline's (graders/preprocessor.py STOP_MESSAGES, with their Korean)
+    from graders.preprocessor import stop_words
+
+    if done.timed_out:  # the runner gets 60 s more than the notebook to reply
+        reason = stop_words("notebook_timeout_whole", limit=limits.notebook_timeout)
     elif done.oom_killed or done.exit_code == 137:
-        reason = f"the notebook used more than its memory limit ({limits.memory})"
+        reason = stop_words("memory_whole", limit=limits.memory)
     elif done.truncated:
         reason = "the grader's reply was too large"
     else:

@@ -22,6 +22,42 @@ from onelab import dockerdoor
 
 METRICS_TAG = "metrics"
 
+# What stopped a notebook, in words: the English source strings and their Korean, in one place
+# (for the message catalogue, onelab/locale, to take over as they are). {cell} is the cell's
+# number as in the source notebook (its place from 1, markdown cells included, the cells
+# papermill adds not counted), as every other regression line counts.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "cell_timeout": (
+        "cell {cell} ran past its time limit of {limit} s and was stopped",
+        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다"),
+    "notebook_timeout": (
+        "the notebook ran past its time limit of {limit} s and was stopped in cell {cell}",
+        "노트북이 제한 시간 {limit}초를 넘어 {cell}번 셀에서 중단되었습니다"),
+    "notebook_timeout_whole": (
+        "the notebook ran past its time limit of {limit} s and was stopped",
+        "노트북이 제한 시간 {limit}초를 넘어 중단되었습니다"),
+    "memory": (
+        "cell {cell} went over the memory limit of {limit} and was stopped",
+        "{cell}번 셀이 메모리 한도({limit})를 넘어 중단되었습니다"),
+    "memory_whole": (
+        "the notebook went over its memory limit of {limit} and was stopped",
+        "노트북이 메모리 한도({limit})를 넘어 중단되었습니다"),
+    "kernel_died": (
+        "the kernel died in cell {cell} (the notebook exited or crashed it)",
+        "{cell}번 셀에서 커널이 끝났습니다(노트북이 커널을 종료했거나 망가뜨렸습니다)"),
+}
+
+
+def say(key: str, lang: str = "en", **params: Any) -> str:
+    """One of MESSAGES in English ("en") or Korean ("ko")."""
+    en, ko = MESSAGES[key]
+    return (ko if lang == "ko" else en).format(**params)
+
+
+def stop_words(stop: dict[str, Any], lang: str = "en") -> str:
+    """A Run's stop facts in words."""
+    return say(stop["kind"], lang, **{k: v for k, v in stop.items() if k != "kind"})
+
 
 @dataclass
 class Run:
@@ -34,6 +70,13 @@ class Run:
     slowest: list[tuple[int, float]] = field(default_factory=list)  # (cell, seconds)
     metrics_cell: int | None = None  # number of the cell tagged `metrics`
     output: Path | None = None
+    # what stopped it, as facts: {"kind": a MESSAGES key, "limit": ..., "cell": number}
+    stop: dict[str, Any] | None = None
+
+    @property
+    def stopped(self) -> str | None:
+        """What stopped it, in English words."""
+        return stop_words(self.stop) if self.stop else None
 
 
 def papermill_args(name: str, image: str, work: Path, nb: str, params: dict[str, Any],
@@ -80,36 +123,74 @@ def run_notebook(label: str, source: Path, image: str, params: dict[str, Any], *
                 nb = nbformat.read(str(out), as_version=4)
             except Exception:  # noqa: BLE001 - a half-written output says nothing useful
                 nb = None
+        cell = last_started(nb) if nb is not None else None
+        run.stop = stop_facts(res, cell, timeout=timeout, memory=memory)
         if nb is not None:
-            run.problems += cell_errors(label, nb)
+            # the cell a limit stopped shows only the interrupt (KeyboardInterrupt): the stop's
+            # words below say what happened to it
+            run.problems += cell_errors(label, nb, skip=(run.stop or {}).get("cell"))
             run.metrics, run.metrics_cell = metrics(nb)
             run.slowest = slowest(nb)
             if keep is not None:
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(out, keep)
                 run.output = keep
-        if res.timed_out:
-            run.problems.append(f"{label}: ran past its time limit of {timeout} s")
-        elif res.oom_killed:
-            run.problems.append(f"{label}: went over its memory limit ({memory})")
+        if run.stop is not None:
+            run.problems.append(f"{label}: {run.stopped}" + (
+                f" ({cell[1]})" if cell and run.stop.get("cell") else ""))
         elif res.exit_code != 0 and not run.problems:
             tail = " ".join(res.stderr.strip().splitlines()[-3:])[:400]
             run.problems.append(f"{label}: papermill failed (exit {res.exit_code}): {tail}")
     return run
 
 
+def stop_facts(res: dockerdoor.PipedRun, cell: tuple[int, str] | None, *, timeout: int,
+               memory: str) -> dict[str, Any] | None:
+    """What stopped the run, if a limit did: the cell's time limit (papermill's
+    --execution-timeout: nbclient says CellTimeoutError and shuts the kernel down, which the
+    cell shows as a KeyboardInterrupt), the whole run's (the container is killed `timeout` +
+    120 s after it starts) or the memory limit (the kernel, or the container, killed)."""
+    number = cell[0] if cell else None
+    if res.timed_out:
+        return ({"kind": "notebook_timeout", "cell": number, "limit": timeout + 120} if number
+                else {"kind": "notebook_timeout_whole", "limit": timeout + 120})
+    if res.oom_killed:
+        return ({"kind": "memory", "cell": number, "limit": memory} if number
+                else {"kind": "memory_whole", "limit": memory})
+    if "CellTimeoutError" in res.stderr and number:
+        return {"kind": "cell_timeout", "cell": number, "limit": timeout}
+    if "DeadKernelError" in res.stderr and number:
+        return {"kind": "kernel_died", "cell": number}
+    return None
+
+
+def last_started(nb: nbformat.NotebookNode) -> tuple[int, str] | None:
+    """(number, first line) of the last cell papermill started: where the run was when it
+    stopped (papermill records a start time on each cell as it starts it)."""
+    found = None
+    for number, cell in enumerate(_source_cells(nb), start=1):
+        if (cell.get("metadata", {}).get("papermill") or {}).get("start_time"):
+            found = (number, _first_line(cell.source))
+    return found
+
+
+def _source_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The notebook's cells without those papermill adds."""
+    return [c for c in nb.cells
+            if not PAPERMILL_TAGS & set(c.get("metadata", {}).get("tags") or [])]
+
+
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 
 
-def cell_errors(label: str, nb: nbformat.NotebookNode) -> list[str]:
+def cell_errors(label: str, nb: nbformat.NotebookNode, skip: int | None = None) -> list[str]:
     """Each cell that raised: notebook, cell number as in the source notebook (1-based; the
-    cells papermill adds are not counted), its first line, and the error."""
+    cells papermill adds are not counted), its first line, and the error. Cell `skip` (one a
+    limit stopped: its error is only the interrupt) is left to the words for the stop."""
     out = []
-    number = 0
-    for cell in nb.cells:
-        if PAPERMILL_TAGS & set(cell.get("metadata", {}).get("tags") or []):
+    for number, cell in enumerate(_source_cells(nb), start=1):
+        if number == skip:
             continue
-        number += 1
         for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if o.get("output_type") == "error":
                 line = _first_line(cell.source)

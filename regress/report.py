@@ -22,7 +22,9 @@ def as_dict(r: Regression) -> dict[str, Any]:
             "course": e.course, "assignment": e.assignment, "passed": e.passed,
             "problems": e.problems, "warnings": e.warnings,
             "notebooks": [{"notebook": run.notebook, "seconds": round(run.seconds, 1),
-                           "metrics": run.metrics, "slowest_cells": run.slowest}
+                           "metrics": run.metrics, "slowest_cells": run.slowest,
+                           # what stopped it, in words and as facts (null: nothing did)
+                           "stopped": run.stopped, "stop": run.stop}
                           for run in e.runs],
             "qa": None if e.qa is None else {
                 "solution": e.qa.solution, "released": e.qa.released,

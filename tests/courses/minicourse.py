@@ -91,12 +91,14 @@ assignments:
 
 
 def write(root: Path, extra: list[str] = (), threshold: str = "0.02",
-          nb: nbformat.NotebookNode | None = None, name: str = NOTEBOOK) -> Path:
-    """courses/<mini>/ under `root` (the notebook saved as `name`); returns the courses
-    folder."""
+          nb: nbformat.NotebookNode | None = None, name: str = NOTEBOOK,
+          timeout: int = 120) -> Path:
+    """courses/<mini>/ under `root` (the notebook saved as `name`, `timeout` the regression's
+    per-cell time limit); returns the courses folder."""
     course = root / COURSE
     src = course / "source" / ASSIGNMENT
     src.mkdir(parents=True, exist_ok=True)
-    (course / "course.yml").write_text(SPEC.replace("THRESHOLD", threshold), encoding="utf-8")
+    spec = SPEC.replace("THRESHOLD", threshold).replace("timeout: 120", f"timeout: {timeout}")
+    (course / "course.yml").write_text(spec, encoding="utf-8")
     nbformat.write(nb if nb is not None else notebook(list(extra)), str(src / name))
     return root

@@ -63,6 +63,25 @@ def test_a_raising_cell_fails_the_regression_naming_notebook_and_cell(tmp_path, 
     assert not json.loads((out / "report.json").read_text())["passed"]
 
 
+def test_a_cell_past_its_time_limit_is_named_with_its_limit_not_as_keyboardinterrupt(
+        tmp_path, docker_ready):
+    courses = minicourse.write(tmp_path / "courses", extra=["import time\ntime.sleep(100)"],
+                               timeout=10)
+    res, out = _regress(tmp_path, courses)
+    assert res.returncode == 1
+    assert ("FAILED: mini/01-line/line.ipynb: cell 7 ran past its time limit of 10 s and was "
+            "stopped (import time)") in res.stdout, res.stdout[-3000:]
+    assert "KeyboardInterrupt" not in res.stdout
+    # grading QA grades the solution under the same per-cell limit, and says so too
+    assert ("FAILED: mini/01-line: grading the solution version: line: cell 7 ran past its "
+            "time limit of 10 s and was stopped") in res.stdout, res.stdout[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    run = report["assignments"][0]["notebooks"][0]
+    assert run["stop"] == {"kind": "cell_timeout", "cell": 7, "limit": 10}
+    assert run["stopped"] == "cell 7 ran past its time limit of 10 s and was stopped"
+    assert "cell 7 ran past its time limit of 10 s" in (out / "report.md").read_text()
+
+
 def test_a_metric_below_its_threshold_fails_the_regression(tmp_path, docker_ready):
     courses = minicourse.write(tmp_path / "courses", threshold="0.0001")
     res, _ = _regress(tmp_path, courses, "--no-qa")

@@ -287,6 +287,19 @@ def test_reasons_reach_the_feedback(hostile_run):
     cut = outputs_text(course, "huge_output")
     assert "output cut here" in cut and len(cut) < 2_000_000
     assert "ran past its time limit of 5 s" in outputs_text(course, "infinite_loop")
+    # a stop says what happened in words, naming the cell (the extra cell went in as the
+    # notebook's third), its limit and that it was stopped: in the graded notebook, in Korean
+    # and English, and in the run's summary (its report is flagged), never as KeyboardInterrupt
+    for name in ("infinite_loop", "sleep"):
+        words = "cell 3 ran past its time limit of 5 s and was stopped"
+        assert words in outputs_text(course, name)
+        assert "3번 셀이 제한 시간 5초를 넘어 중단되었습니다" in outputs_text(course, name)
+        assert any(words in n for n in got[name].notes), got[name].notes
+        assert not any("KeyboardInterrupt" in n for n in got[name].notes)
+    assert any("cell 3 went over the memory limit of 512 MiB and was stopped" in n
+               for n in got["memory_bomb"].notes), got["memory_bomb"].notes
+    assert "3번 셀이 메모리 한도(512 MiB)를 넘어 중단되었습니다" in outputs_text(course,
+                                                                   "memory_bomb")
     assert "No space left on device" in outputs_text(course, "disk_fill")
     logs = course / ".onelab" / "grade-logs" / demo.ASSIGNMENT
     assert (logs / "kernel_exit.log").exists()
