@@ -53,6 +53,8 @@ INSIDE_FILES = {
     "graders/execution.py": HERE.parent / "graders" / "execution.py",
     "graders/hook.py": HERE.parent / "graders" / "hook.py",
     "graders/preprocessor.py": HERE.parent / "graders" / "preprocessor.py",
+    **{f"templates/feedback/{f}": HERE / "nbconvert_templates" / "feedback" / f
+       for f in ("conf.json", "mathjax.html.j2")},
 }
 
 SERVER_CONFIG = f"""\
@@ -166,6 +168,7 @@ def write_config(settings: Settings, course_id: str) -> Path:
     tmp = folder.with_name(f".{course_id}.new")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "graders").mkdir(parents=True)
+    (tmp / "templates" / "feedback").mkdir(parents=True)
     (tmp / "jupyter_server_config.py").write_text(SERVER_CONFIG)
     (tmp / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
     for rel, src in INSIDE_FILES.items():

@@ -228,6 +228,14 @@ def configure(c: Any) -> None:
     c.ExchangeFactory.release_feedback = "onelab_formgrader.ReleaseFeedback"
     pipeline(c, RemoteExecute)
     c.HTMLExporter.sanitize_html = True  # feedback and the formgrade view, where honoured
+    # Feedback loads nothing from the internet (nbgrader's template asks cdnjs for MathJax):
+    # OneLab's `feedback` (nbgrader's, plus an offline mathjax macro) is found first. nbgrader
+    # always names the template `feedback`; its formgrade view sets its own template folders.
+    import nbgrader
+
+    ours = Path(__file__).resolve().parent / "templates"
+    theirs = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
+    c.HTMLExporter.extra_template_basedirs = [str(ours), str(theirs)]
 
 
 # -- no kernels here: the grading service runs no code of anyone's -------------------------

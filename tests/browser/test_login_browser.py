@@ -29,7 +29,7 @@ def test_learner_logs_in_and_sees_jupyterlab(platform, page):
     page.fill("input[name=username]", "chaewon")
     page.fill("input[name=password]", "wrong-password")
     page.click("input[type=submit], button[type=submit]")
-    page.wait_for_selector("text=Invalid username or password", timeout=30_000)
+    page.wait_for_selector(".login_error", timeout=30_000)  # (Korean: hub/templates/login.html)
 
     page.fill("input[name=username]", "chaewon")
     page.fill("input[name=password]", "browser-pass-1")

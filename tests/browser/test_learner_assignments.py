@@ -1,0 +1,148 @@
+"""A learner's whole assignment, in Chromium, as they take it: log in, open the Assignments
+panel from JupyterLab's left sidebar, fetch, answer in the notebook, validate, submit; the
+instructor collects, grades and returns feedback with `onelab`; the learner sees the score and
+opens the feedback, all in the browser. Screenshots of each step are kept. Not one request of
+the browser leaves the machine. Real hub, learner container, exchange, nbgrader, Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+
+from onelab.course import courses_dir
+from tests.conftest import ARTIFACTS, start_platform, stop_platform
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync", "--disable-gpu"]
+COURSE, ASSIGNMENT, NOTEBOOK = "onelab-101", "01-numbers", "numbers.ipynb"
+MEAN = "def mean(xs):\n    return sum(xs) / len(xs)"
+STD = "def std(xs):\n    m = mean(xs)\n    return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5"
+LOCAL = {"127.0.0.1", "localhost"}
+
+
+@pytest.fixture
+def classroom(docker_ready, tmp_path):
+    courses = tmp_path / "courses"
+    shutil.copytree(courses_dir() / COURSE, courses / COURSE)  # the example course, as shipped
+    (courses / COURSE / "learners.csv").write_text("username,full_name\nyuna,김유나\n")
+    p = start_platform(tmp_path, ONELAB_COURSES_DIR=str(courses))
+    yield p
+    stop_platform(p)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900}, locale="ko-KR")
+        pg = ctx.new_page()
+        pg.requests = []
+        pg.on("request", lambda r: pg.requests.append(r.url))
+        yield pg
+        browser.close()
+
+
+def shot(page, step: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"assignments-{step}.png"))
+
+
+def item(page):
+    return page.locator(f"#onelab-assignments li[data-assignment='{ASSIGNMENT}']")
+
+
+def wait_status(page, status: str, timeout: float = 60_000) -> None:
+    page.wait_for_selector(f"#onelab-assignments li[data-assignment='{ASSIGNMENT}']"
+                           f"[data-status='{status}']", timeout=timeout)
+
+
+def answer(page, index: int, code: str) -> None:
+    """Replace a cell's text as a learner would: click into it, select all, type."""
+    editor = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(code)
+
+
+def test_learner_fetches_validates_submits_and_reads_feedback_in_the_browser(classroom, page):
+    p = classroom
+    p.cli("assignment", "release", COURSE, ASSIGNMENT)
+    p.add_learner("yuna", "yuna-pass-1")
+
+    page.goto(f"{p.url}hub/login")
+    page.fill("input[name=username]", "yuna")
+    page.fill("input[name=password]", "yuna-pass-1")
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/user/yuna/lab**", timeout=180_000)
+    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+
+    # one click: the sidebar's Assignments tab
+    tab = page.locator(".jp-SideBar [data-id='onelab-assignments']")
+    tab.click()
+    wait_status(page, "not_fetched")
+    row = item(page)
+    assert "숫자 다루기" in row.inner_text()  # the course spec's Korean title
+    assert "마감" in row.inner_text() or "Due" in row.inner_text()
+    shot(page, "1-released")
+
+    row.locator("button", has_text=re.compile("가져오기|Fetch")).click()
+    wait_status(page, "fetched")
+    shot(page, "2-fetched")
+
+    # the second click: open the notebook, answer, save
+    row.locator("button.onelab-open").first.click()
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-Notebook", timeout=60_000)
+    answer(page, 4, MEAN)
+    answer(page, 7, STD)
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => !document.querySelector('.jp-mod-current .jp-mod-dirty')",
+                           timeout=30_000)
+    shot(page, "3-answered")
+
+    row.locator("button.onelab-validate").first.click()
+    note = page.locator("#onelab-assignments .onelab-note-ok")
+    note.wait_for(timeout=180_000)
+    assert "✓" in note.inner_text()
+    shot(page, "4-validated")
+
+    row.locator("button.jp-mod-accept", has_text=re.compile("제출|Submit")).click()
+    page.locator(".jp-Dialog button.jp-mod-accept").click()
+    wait_status(page, "submitted", timeout=120_000)
+    assert re.search(r"제출함|Submitted", item(page).inner_text())
+    shot(page, "5-submitted")
+
+    # the instructor's side, as they run it
+    assert "yuna" in p.cli("assignment", "collect", COURSE, ASSIGNMENT).stdout
+    p.cli("assignment", "grade", COURSE, ASSIGNMENT, timeout=600)
+    assert "ready for 1 learner" in p.cli("assignment", "feedback", COURSE, ASSIGNMENT).stdout
+
+    page.locator("#onelab-assignments .onelab-refresh").click()
+    wait_status(page, "graded")
+    assert re.search(r"5(\.0)? / 5(\.0)?", item(page).inner_text())  # both tests pass: 5 of 5
+    shot(page, "6-graded")
+    item(page).locator("button", has_text=re.compile("피드백 가져오기|Fetch feedback")).click()
+    feedback = item(page).locator("button.onelab-feedback")
+    feedback.first.wait_for(timeout=60_000)
+    feedback.first.click()
+    frame = page.frame_locator(".jp-HTMLViewer iframe, iframe").first
+    frame.locator("body").wait_for(timeout=60_000)
+    assert "sum(xs) / len(xs)" in frame.locator("body").inner_text(timeout=30_000)
+    shot(page, "7-feedback")
+
+    # what the instructor collected is what the browser submitted
+    collected = p.state_dir / "courses" / COURSE / "submitted" / "yuna" / ASSIGNMENT / NOTEBOOK
+    assert "sum(xs) / len(xs)" in collected.read_text()
+    assert len(page.requests) > 50  # the whole journey was recorded
+    # data: and blob: URLs stay in the browser; everything else must be this machine
+    outside = [u for u in page.requests if urlsplit(u).scheme not in ("data", "blob")
+               and urlsplit(u).hostname not in LOCAL]
+    assert not outside, f"the browser reached beyond this machine: {outside[:5]}"
