@@ -8,6 +8,8 @@ containers cannot reach each other (only the hub on the gateway).
 
 from __future__ import annotations
 
+from typing import Any
+
 from traitlets.config import Config
 
 from images.table import learner_image
@@ -33,6 +35,15 @@ def learner_policy(settings: Settings) -> dockerdoor.Policy:
         labels=(("onelab.user", "{raw_username}"), ("onelab.instance", s.container_prefix)))
 
 
+def _language_of(settings: Settings) -> Any:
+    def language(spawner: Any) -> str:
+        from hub.preferences import language
+
+        return language(spawner.user.name, settings)
+
+    return language
+
+
 def configure_spawner(c: Config, settings: Settings) -> None:
     s = settings.spawner
     c.JupyterHub.spawner_class = "docker"
@@ -40,6 +51,9 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     for trait, value in dockerdoor.spawner_settings(learner_policy(settings)).items():
         setattr(d, trait, value)
     d.pull_policy = "never"  # images are built here, never pulled (offline classrooms)
+    # the learner's language on the hub's pages, for OneLab's own panels in their JupyterLab
+    # (JupyterHub calls an environment value that is callable with the spawner)
+    d.environment = {**dict(d.environment or {}), "ONELAB_LANG": _language_of(settings)}
     d.prefix = s.container_prefix
     d.name_template = "{prefix}-{username}"
     d.use_internal_ip = True
