@@ -84,3 +84,25 @@ def staff_view(store: ExchangeStore, course: Course) -> dict[str, Any]:
             "max_score": max((s.max_score for s in returned.values()), default=None),
         })
     return {"id": course.id, "title": course.title.model_dump(), "assignments": out}
+
+
+def configure_class_home(c: Any, settings: Any) -> None:
+    """The hub's home page shows each learner their courses: what is due, where they stand and
+    their returned scores (hub/templates/home.html), from the same views as the panel."""
+    hub = c.JupyterHub
+    hub.template_vars = {**(hub.get("template_vars") or {}),
+                         "onelab_coursework": coursework_of(settings)}
+
+
+def coursework_of(settings: Any) -> Any:
+    """A template variable JupyterHub calls with the page's user: their learner views."""
+    from hub.courses import course_specs, exchange_root
+
+    def views(user: Any) -> list[dict[str, Any]]:
+        if user is None:
+            return []
+        store = ExchangeStore(exchange_root(settings))
+        return [learner_view(store, course, user.name) for course in course_specs(settings)
+                if user.name in course.all_learners()]
+
+    return views

@@ -13,6 +13,7 @@ from pathlib import Path
 from traitlets.config import Config
 
 from hub.auth import configure_auth
+from hub.classroom import configure_class_home
 from hub.courses import configure_courses, course_specs
 from hub.formgrader import configure_formgraders
 from hub.preferences import configure_language
@@ -61,6 +62,7 @@ def configure(c: Config, settings: Settings) -> None:
     configure_proxy(c, settings)
     configure_auth(c, settings)
     configure_language(c, settings)
+    configure_class_home(c, settings)
     configure_spawner(c, settings)
     configure_services(c, settings)
     configure_courses(c, settings, gateway)

@@ -138,6 +138,16 @@ def test_learner_fetches_validates_submits_and_reads_feedback_in_the_browser(cla
     assert "sum(xs) / len(xs)" in frame.locator("body").inner_text(timeout=30_000)
     shot(page, "7-feedback")
 
+    # the class home after login says the same, and one click leads back to the panel
+    page.goto(f"{p.url}hub/home")
+    row = page.locator(f".onelab-course[data-course='{COURSE}'] tr[data-assignment='{ASSIGNMENT}']")
+    row.wait_for(timeout=30_000)
+    assert "숫자 다루기" in row.inner_text() and re.search(r"점수 5 / 5", row.inner_text())
+    shot(page, "8-home")
+    page.click("#onelab-open-assignments")
+    page.wait_for_url("**/lab?onelab=assignments", timeout=60_000)
+    wait_status(page, "graded")
+
     # what the instructor collected is what the browser submitted
     collected = p.state_dir / "courses" / COURSE / "submitted" / "yuna" / ASSIGNMENT / NOTEBOOK
     assert "sum(xs) / len(xs)" in collected.read_text()

@@ -305,3 +305,18 @@ class LanguageThroughTornado(AsyncHTTPTestCase):
         body, _, headers = self.get("/page?as=minji", claimed)
         assert body == "로그인" and "Max-Age=0" in headers[0]
         assert self.prefs.choice("minji") is None
+
+
+def test_the_home_page_shows_a_learners_coursework():
+    """The class home: the learner's courses from hub/classroom.py's views, in their language."""
+    work = [{"id": "c1", "title": {"ko": "기초", "en": "Basics"}, "assignments": [
+        {"id": "hw1", "title": {"ko": "과제 하나", "en": "HW one"}, "due": "2026-12-04T14:59:00+00:00",
+         "submissions": 1, "late": False, "feedback": True, "score": 4.5, "max_score": 5.0},
+        {"id": "hw2", "title": {"ko": "과제 둘", "en": "HW two"}, "due": None,
+         "submissions": 0, "late": False, "feedback": False, "score": None, "max_score": None}]}]
+    page = dict(PAGES["home.html"], onelab_coursework=work)
+    ko = visible_text(hub_env().get_template("home.html").render(**page_ns("ko", **page)))
+    assert "기초" in ko and "과제 하나" in ko and "점수 4.5 / 5" in ko
+    assert "마감일 없음" in ko and "아직 제출하지 않음" in ko and "내 과제 열기" in ko
+    en = visible_text(hub_env().get_template("home.html").render(**page_ns("en", **page)))
+    assert "Basics" in en and "HW two" in en and "Score 4.5 / 5" in en
