@@ -69,8 +69,8 @@ def log_out(page, base: str) -> None:
 
 def test_hub_pages_are_korean_first_with_a_switch_that_follows_the_learner(platform, browser):
     base = platform.url
-    minji = platform.add_learner("minji")
-    jisoo = platform.add_learner("jisoo")
+    hana = platform.add_learner("hana")
+    seojun = platform.add_learner("seojun")
     login = f"{base}hub/login?next=%2Fhub%2Fhome"  # log in to the home page, no server start
     tabs = Contexts(browser)
 
@@ -89,7 +89,7 @@ def test_hub_pages_are_korean_first_with_a_switch_that_follows_the_learner(platf
         assert english not in text(page)
     shot(page, "login")
 
-    page.fill("input[name=username]", "minji")
+    page.fill("input[name=username]", "hana")
     page.fill("input[name=password]", "not-the-password")
     page.click("#login_submit")
     page.wait_for_selector("text=사용자 이름 또는 비밀번호가 올바르지 않습니다.", timeout=30_000)
@@ -103,20 +103,20 @@ def test_hub_pages_are_korean_first_with_a_switch_that_follows_the_learner(platf
     assert "next=" in page.url  # ... but keeps where the login goes
     assert page.locator("label[for=username_input]").inner_text() == "Username"
     shot(page, "login-english")
-    log_in(page, "minji", minji)
+    log_in(page, "hana", hana)
     assert page.locator("#start").inner_text().strip() == "Start my server"
     assert "Log out" in text(page)
     shot(page, "home-english")
     log_out(page, base)
     assert page.locator("#login_submit").get_attribute("value") == "Log in"  # the cookie
     page.goto(login)
-    log_in(page, "minji", minji)
+    log_in(page, "hana", hana)
     assert page.locator("#start").inner_text().strip() == "Start my server"
 
-    # -- the next learner on the same computer gets Korean, not minji's English
+    # -- the next learner on the same computer gets Korean, not hana's English
     log_out(page, base)
     page.goto(login)
-    log_in(page, "jisoo", jisoo)
+    log_in(page, "seojun", seojun)
     assert page.get_attribute("html", "lang") == "ko"
     assert page.locator("#start").inner_text().strip() == "내 서버 시작"
     for korean in ("홈", "토큰", "로그아웃", "서버가 실행 중이 아닙니다."):
@@ -124,18 +124,18 @@ def test_hub_pages_are_korean_first_with_a_switch_that_follows_the_learner(platf
     assert "Start My Server" not in text(page) and "Logout" not in text(page)
     shot(page, "home")
 
-    # -- another computer: Korean until minji logs in, then her English
+    # -- another computer: Korean until hana logs in, then her English
     other = tabs.page()
     other.goto(login)
     assert other.locator("#login_submit").get_attribute("value") == "로그인"
-    log_in(other, "minji", minji)
+    log_in(other, "hana", hana)
     assert other.get_attribute("html", "lang") == "en"
     assert other.locator("#start").inner_text().strip() == "Start my server"
     shot(other, "home-english-other-browser")
     # back to Korean there: the hub's other pages follow
     other.click("#onelab-language >> text=한국어")
     other.wait_for_selector("#start:has-text('내 서버 시작')")
-    other.goto(f"{base}user/minji/lab")  # her server is not running
+    other.goto(f"{base}user/hana/lab")  # her server is not running
     other.wait_for_selector("text=서버가 실행 중이 아닙니다", timeout=30_000)
     assert other.locator("#start").inner_text().strip() == "내 서버 시작"
     shot(other, "not-running")
@@ -151,10 +151,10 @@ def test_hub_pages_are_korean_first_with_a_switch_that_follows_the_learner(platf
     assert "ago" not in text(other)
     shot(other, "token")
 
-    # -- and on the first computer minji's next visit is Korean too (the newest choice wins)
+    # -- and on the first computer hana's next visit is Korean too (the newest choice wins)
     log_out(page, base)
     page.goto(login)
-    log_in(page, "minji", minji)
+    log_in(page, "hana", hana)
     assert page.locator("#start").inner_text().strip() == "내 서버 시작"
 
     assert tabs.requests, "no request was recorded"
