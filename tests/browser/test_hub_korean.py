@@ -6,14 +6,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser.chromium import ARGS, CHROMIUM, LOCAL
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-gpu"]
-LOCAL = {"127.0.0.1", "localhost"}
 
 
 @pytest.fixture

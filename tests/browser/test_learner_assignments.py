@@ -13,17 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from onelab.course import courses_dir
+from tests.browser.chromium import ARGS, CHROMIUM, LOCAL
 from tests.conftest import ARTIFACTS, start_platform, stop_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-gpu"]
 COURSE, ASSIGNMENT, NOTEBOOK = "onelab-101", "01-numbers", "numbers.ipynb"
 MEAN = "def mean(xs):\n    return sum(xs) / len(xs)"
 STD = "def std(xs):\n    m = mean(xs)\n    return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5"
-LOCAL = {"127.0.0.1", "localhost"}
 
 
 @pytest.fixture

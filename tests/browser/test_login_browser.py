@@ -2,13 +2,11 @@
 
 import pytest
 
+from tests.browser.chromium import ARGS, CHROMIUM
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-gpu"]
 
 
 @pytest.fixture
