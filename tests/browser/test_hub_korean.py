@@ -12,7 +12,6 @@ from tests.conftest import ARTIFACTS
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-
 @pytest.fixture
 def browser():
     from playwright.sync_api import sync_playwright

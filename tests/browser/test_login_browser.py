@@ -8,7 +8,6 @@ from tests.conftest import ARTIFACTS
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-
 @pytest.fixture
 def page():
     from playwright.sync_api import sync_playwright
