@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import string
-from pathlib import Path
 
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -23,17 +22,7 @@ from graders.preprocessor import (
 )
 from onelab.dockerdoor import PipedRun
 from regress import papermill_run as pm
-
-RUNNER = Path(__file__).resolve().parents[2] / "graders" / "incontainer.py"
-
-
-def _runner() -> dict:
-    """The in-container runner's functions, without running its main()."""
-    source = RUNNER.read_text().rstrip()
-    assert source.endswith("\nmain()")
-    ns: dict = {"__name__": "incontainer"}
-    exec(compile(source[: -len("main()")], str(RUNNER), "exec"), ns)  # noqa: S102
-    return ns
+from tests.unit.incontainer import runner as _runner
 
 
 def _fields(text: str) -> set[str]:

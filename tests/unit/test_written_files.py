@@ -7,24 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from graders.execution import Execution
 from graders.preprocessor import SandboxedExecute, safe_relpath, write_files, written_files
-
-RUNNER = Path(__file__).resolve().parents[2] / "graders" / "incontainer.py"
-
-
-def _runner() -> dict:
-    """The in-container runner's functions, without running its main()."""
-    source = RUNNER.read_text().rstrip()
-    assert source.endswith("\nmain()")
-    ns: dict = {"__name__": "incontainer"}
-    exec(compile(source[: -len("main()")], str(RUNNER), "exec"), ns)  # noqa: S102
-    return ns
+from tests.unit.incontainer import runner as _runner
 
 
 def _b64(data: bytes) -> str:
