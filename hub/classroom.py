@@ -10,6 +10,7 @@ the learner's own time zone.
 
 from __future__ import annotations
 
+import statistics
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,12 +87,39 @@ def staff_view(store: ExchangeStore, course: Course) -> dict[str, Any]:
     return {"id": course.id, "title": course.title.model_dump(), "assignments": out}
 
 
+def histogram(scores: list[float], max_score: float | None) -> dict[str, Any]:
+    """The score distribution as the staff's chart draws it: one bar per point when scores are
+    whole points out of at most 20, else ten equal ranges of [0, max] (the last one closed).
+    Scores outside the range count in the nearest bar: a chart never drops a learner."""
+    top = float(max_score or max(scores, default=0.0) or 1.0)
+    n = len(scores)
+    summary: dict[str, Any] = {"n": n, "max_score": top,
+                               "mean": round(sum(scores) / n, 2) if n else None,
+                               "median": round(statistics.median(scores), 2) if n else None}
+    if top <= 20 and top.is_integer() and all(float(s).is_integer() for s in scores):
+        counts = [0] * (int(top) + 1)
+        for s in scores:
+            counts[min(max(int(s), 0), int(top))] += 1
+        bars = [{"label": f"{i}", "count": c} for i, c in enumerate(counts)]
+    else:
+        width = top / 10
+        counts = [0] * 10
+        for s in scores:
+            counts[min(max(int(s // width), 0), 9)] += 1
+        bars = [{"label": f"{i * width:g}–{(i + 1) * width:g}", "count": c}
+                for i, c in enumerate(counts)]
+    return {**summary, "bars": bars, "tallest": max(counts, default=0)}
+
+
 def configure_class_home(c: Any, settings: Any) -> None:
     """The hub's home page shows each learner their courses: what is due, where they stand and
-    their returned scores (hub/templates/home.html), from the same views as the panel."""
+    their returned scores (hub/templates/home.html), from the same views as the panel; and
+    each member of a course's staff that course's counts, with links to its dashboard
+    (hub/staff_home.py)."""
     hub = c.JupyterHub
     hub.template_vars = {**(hub.get("template_vars") or {}),
-                         "onelab_coursework": coursework_of(settings)}
+                         "onelab_coursework": coursework_of(settings),
+                         "onelab_teaching": teaching_of(settings)}
 
 
 def coursework_of(settings: Any) -> Any:
@@ -104,5 +132,27 @@ def coursework_of(settings: Any) -> Any:
         store = ExchangeStore(exchange_root(settings))
         return [learner_view(store, course, user.name) for course in course_specs(settings)
                 if user.name in course.all_learners()]
+
+    return views
+
+
+def teaching_of(settings: Any) -> Any:
+    """A template variable: the courses the page's user teaches (instructor or assistant), each
+    as :func:`staff_view` with the distribution of the scores returned so far. Only what the
+    exchange knows, so the home page stays quick; the dashboard adds the gradebook."""
+    from hub.courses import course_specs, exchange_root
+
+    def views(user: Any) -> list[dict[str, Any]]:
+        if user is None:
+            return []
+        store = ExchangeStore(exchange_root(settings))
+        out = []
+        for course in course_specs(settings):
+            if user.name in course.staff():
+                view = staff_view(store, course)
+                for a in view["assignments"]:
+                    a["chart"] = histogram(a["scores"], a["max_score"])
+                out.append(view)
+        return out
 
     return views

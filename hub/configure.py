@@ -19,6 +19,7 @@ from hub.formgrader import configure_formgraders
 from hub.preferences import configure_language
 from hub.services import configure_services
 from hub.spawner import configure_spawner
+from hub.staff_home import configure_staff_home
 from hub.state import proxy_token, read_runtime
 from onelab.settings import Settings
 
@@ -63,6 +64,7 @@ def configure(c: Config, settings: Settings) -> None:
     configure_auth(c, settings)
     configure_language(c, settings)
     configure_class_home(c, settings)
+    configure_staff_home(c, settings)
     configure_spawner(c, settings)
     configure_services(c, settings)
     configure_courses(c, settings, gateway)

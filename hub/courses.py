@@ -38,7 +38,7 @@ def groups(courses: list[Course]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for c in courses:
         out[f"{c.id}-learners"] = {"users": c.all_learners(), "properties": {"course": c.id}}
-        out[f"{c.id}-staff"] = {"users": sorted(set(c.instructors) | set(c.assistants)),
+        out[f"{c.id}-staff"] = {"users": sorted(c.staff()),
                                "properties": {"course": c.id}}
     return out
 

@@ -46,7 +46,7 @@ class Courses:
     def __init__(self, courses: list[Course]) -> None:
         self.by_id = {c.id: c for c in courses}
         self.learners = {c.id: set(c.all_learners()) for c in courses}
-        self.staff = {c.id: set(c.instructors) | set(c.assistants) for c in courses}
+        self.staff = {c.id: c.staff() for c in courses}
 
     def role(self, course: str, user: str) -> str | None:
         if user in self.staff.get(course, ()):

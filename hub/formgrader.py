@@ -35,9 +35,10 @@ from traitlets.config import Config
 
 from hub._config import extend
 from hub.courses import EXCHANGE_SERVICE, formgrader_service
-from onelab import dockerdoor
+from onelab import dockerdoor, i18n
 from onelab.course import Course
 from onelab.errors import OneLabError
+from onelab.i18n import N_
 from onelab.settings import Settings
 
 STAFF_UID = 1000
@@ -46,7 +47,10 @@ CONFIG_DIR = "/etc/onelab/formgrader"
 READY = "/tmp/onelab-ready"  # on the container's own tmpfs: a new container starts without it
 COURSE_DIR = "/course"
 HERE = Path(__file__).resolve().parent
-# What the container imports, copied into its config folder (read-only there).
+# What the container imports, copied into its config folder (read-only there), and OneLab's
+# catalogue as this host has it: the Korean of graders/preprocessor.py's words (the course
+# image's own copy, if any, may be of another version).
+LOCALE_DIR = f"{CONFIG_DIR}/locale"
 INSIDE_FILES = {
     "onelab_formgrader.py": HERE / "formgrader_inside.py",
     "graders/__init__.py": None,
@@ -55,6 +59,7 @@ INSIDE_FILES = {
     "graders/preprocessor.py": HERE.parent / "graders" / "preprocessor.py",
     **{f"templates/feedback/{f}": HERE / "nbconvert_templates" / "feedback" / f
        for f in ("conf.json", "mathjax.html.j2")},
+    "locale/ko/LC_MESSAGES/onelab.po": i18n.po_path("ko"),
 }
 
 SERVER_CONFIG = f"""\
@@ -113,7 +118,7 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course],
             "oauth_no_confirm": True,  # OneLab's own service: no "Authorize access" page
         })
         roles.append({"name": f"{course.id}-staff",
-                      "users": sorted(set(course.instructors) | set(course.assistants)),
+                      "users": sorted(course.staff()),
                       "scopes": [f"access:services!service={name}"]})
     if services:
         roles.append({"name": "onelab-formgraders",
@@ -169,10 +174,11 @@ def write_config(settings: Settings, course_id: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "graders").mkdir(parents=True)
     (tmp / "templates" / "feedback").mkdir(parents=True)
+    (tmp / "locale" / "ko" / "LC_MESSAGES").mkdir(parents=True)
     (tmp / "jupyter_server_config.py").write_text(SERVER_CONFIG)
     (tmp / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
     for rel, src in INSIDE_FILES.items():
-        (tmp / rel).write_text(src.read_text() if src else "")
+        (tmp / rel).write_bytes(src.read_bytes() if src else b"")
     for p in [tmp, *tmp.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     old = folder.with_name(f".{course_id}.old")
@@ -201,6 +207,7 @@ def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.P
         "HOME": "/tmp", "JUPYTER_CONFIG_DIR": "/tmp/jupyter-config",
         "JUPYTER_CONFIG_PATH": CONFIG_DIR, "PYTHONPATH": CONFIG_DIR,
         "JUPYTER_RUNTIME_DIR": "/tmp/runtime", "PYTHONDONTWRITEBYTECODE": "1",
+        "ONELAB_LOCALE_DIR": LOCALE_DIR,
     })
     return dockerdoor.Policy(
         role="formgrader", name=container_name(settings, course.id),
@@ -272,8 +279,8 @@ def wait_running(settings: Settings, course_id: str, timeout: float = 90) -> str
             if code == 0:
                 return name
         time.sleep(0.5)
-    raise OneLabError(f"the grading service of {course_id} is not running: start the platform "
-                      "(`onelab up`) and try again")
+    raise OneLabError(N_("the grading service of {course} is not running: start the platform "
+                         "(`onelab up`) and try again"), course=course_id)
 
 
 # -- the manager: `python -m hub.formgrader COURSE` ----------------------------------------

@@ -132,6 +132,11 @@ class Course(_Strict):
     def notebooks(self, assignment_id: str) -> list[Path]:
         return sorted(self.source_dir(assignment_id).glob("*.ipynb"))
 
+    def staff(self) -> set[str]:
+        """Who teaches the course: its instructors and assistants (the course's staff group, its
+        formgrader and its dashboard admit exactly them)."""
+        return set(self.instructors) | set(self.assistants)
+
     def all_learners(self) -> list[str]:
         names = list(self.learners)
         if self.learners_csv:
