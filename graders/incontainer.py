@@ -22,7 +22,7 @@ Reply: one JSON line on stdout, {"result": {...}, "mac": HMAC-SHA256(key, result
           "files" are what the notebook created or changed in its work directory (as stock
           nbgrader leaves them beside the graded notebook), capped in count and bytes.
           "stop" is on the cell a limit stopped, as facts the host puts into words
-          (graders/preprocessor.py STOP_MESSAGES, English and Korean): kind "cell_timeout"
+          (graders/preprocessor.py STOP_MESSAGES, in the reader's language): kind "cell_timeout"
           (the cell was interrupted, the notebook went on), "cell_timeout_killed" (the kernel
           ignored the interrupt: nothing after it ran), "notebook_timeout", "memory" (the
           container's OOM killer ended the kernel; limit in bytes) or "kernel_died"; limit
@@ -114,19 +114,25 @@ class Attestations:
                                  [f for f in parts[4].split(",") if f]))
 
 
+def N_(message):
+    """Marks a message of OneLab's catalogue (onelab/i18n.py); the runner says it in English."""
+    return message
+
+
 # A notebook-wide stop in English words for "reason" (the runner has no other code with it):
-# the same sentences as graders/preprocessor.py STOP_MESSAGES, which also has them in Korean.
+# the same msgids as graders/preprocessor.py STOP_MESSAGES, whose Korean the host finds in the
+# catalogue (this runs with the standard library only, so it has no catalogue of its own).
 # {cell} is the cell's number as the learner sees it: its place in the notebook, from 1.
 STOP_EN = {
-    "cell_timeout_killed": "cell {cell} ran past its time limit of {limit} s and was stopped; "
-                           "its kernel did not answer the interrupt, so the cells after it did "
-                           "not run",
-    "notebook_timeout": "the notebook ran past its time limit of {limit} s and was stopped in "
-                        "cell {cell}; the cells after it did not run",
-    "memory": "cell {cell} went over the memory limit of {limit} and was stopped; the cells "
-              "after it did not run",
-    "kernel_died": "the kernel died in cell {cell}: the notebook exited it, crashed it, or went "
-                   "over its memory limit; the cells after it did not run",
+    "cell_timeout_killed": N_("cell {cell} ran past its time limit of {limit} s and was "
+                              "stopped; its kernel did not answer the interrupt, so the cells "
+                              "after it did not run"),
+    "notebook_timeout": N_("the notebook ran past its time limit of {limit} s and was stopped "
+                           "in cell {cell}; the cells after it did not run"),
+    "memory": N_("cell {cell} went over the memory limit of {limit} and was stopped; the cells "
+                 "after it did not run"),
+    "kernel_died": N_("the kernel died in cell {cell}: the notebook exited it, crashed it, or "
+                      "went over its memory limit; the cells after it did not run"),
 }
 
 

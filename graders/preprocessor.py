@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -61,56 +62,73 @@ def _clean_output(out: Any) -> NotebookNode | None:
     return new_output("display_data", data=data)
 
 
-# What stopped a cell or a notebook, in words: the English source strings and their Korean,
-# in one place (for the message catalogue, onelab/locale, to take over as they are). {cell} is
-# the cell's number as the learner sees it: its place in the notebook counted from 1, markdown
-# cells included (as `onelab regress` counts). The runner's English "reason"
-# (graders/incontainer.py STOP_EN) is the same sentences; tests/unit/test_stop_messages.py
-# keeps them equal.
-STOP_MESSAGES: dict[str, tuple[str, str]] = {
-    "cell_timeout": (
-        "cell {cell} ran past its time limit of {limit} s and was stopped",
-        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다"),
-    "cell_timeout_killed": (
+def N_(message: str) -> str:
+    """Marks a message for OneLab's catalogue (onelab/i18n.py): this module also runs in the
+    course's grading service, which has nbgrader (and so Babel) but not the onelab package."""
+    return message
+
+
+# What stopped a cell or a notebook, in words: English msgids of OneLab's catalogue, whose
+# Korean is in onelab/locale/ko/LC_MESSAGES/onelab.po. {cell} is the cell's number as the
+# learner sees it: its place in the notebook counted from 1, markdown cells included (as
+# `onelab regress` counts). The runner's English "reason" (graders/incontainer.py STOP_EN) is
+# the same sentences; tests/unit/test_stop_messages.py keeps them equal.
+STOP_MESSAGES: dict[str, str] = {
+    "cell_timeout": N_("cell {cell} ran past its time limit of {limit} s and was stopped"),
+    "cell_timeout_killed": N_(
         "cell {cell} ran past its time limit of {limit} s and was stopped; its kernel did not "
-        "answer the interrupt, so the cells after it did not run",
-        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다. 커널이 중단 요청에 응답하지 "
-        "않아 그 뒤의 셀은 실행되지 않았습니다"),
-    "notebook_timeout": (
+        "answer the interrupt, so the cells after it did not run"),
+    "notebook_timeout": N_(
         "the notebook ran past its time limit of {limit} s and was stopped in cell {cell}; the "
-        "cells after it did not run",
-        "노트북이 제한 시간 {limit}초를 넘어 {cell}번 셀에서 중단되었습니다. 그 뒤의 셀은 "
-        "실행되지 않았습니다"),
-    "memory": (
+        "cells after it did not run"),
+    "memory": N_(
         "cell {cell} went over the memory limit of {limit} and was stopped; the cells after it "
-        "did not run",
-        "{cell}번 셀이 메모리 한도({limit})를 넘어 중단되었습니다. 그 뒤의 셀은 실행되지 "
-        "않았습니다"),
-    "kernel_died": (
+        "did not run"),
+    "kernel_died": N_(
         "the kernel died in cell {cell}: the notebook exited it, crashed it, or went over its "
-        "memory limit; the cells after it did not run",
-        "{cell}번 셀에서 커널이 끝났습니다. 노트북이 커널을 종료했거나, 망가뜨렸거나, 메모리 "
-        "한도를 넘었습니다. 그 뒤의 셀은 실행되지 않았습니다"),
+        "memory limit; the cells after it did not run"),
     # the whole grading container stopped (graders/sandbox.py): no cell to name
-    "notebook_timeout_whole": (
-        "the notebook ran past its time limit of {limit} s and was stopped",
-        "노트북이 제한 시간 {limit}초를 넘어 중단되었습니다"),
-    "memory_whole": (
-        "the notebook went over its memory limit of {limit} and was stopped",
-        "노트북이 메모리 한도({limit})를 넘어 중단되었습니다"),
+    "notebook_timeout_whole": N_(
+        "the notebook ran past its time limit of {limit} s and was stopped"),
+    "memory_whole": N_("the notebook went over its memory limit of {limit} and was stopped"),
     # on a test cell that never ran, {why} being one of the above
-    "test_not_run": (
-        "this test did not run: {why}",
-        "이 테스트는 실행되지 않았습니다: {why}"),
+    "test_not_run": N_("this test did not run: {why}"),
 }
 # the kinds the runner puts on a cell ("stop": {"kind", "limit"}); the others are the host's
 CELL_STOPS = ("cell_timeout", "cell_timeout_killed", "notebook_timeout", "memory", "kernel_died")
 
 
+def locale_dir() -> Path:
+    """Where OneLab's catalogue is: $ONELAB_LOCALE_DIR (the grading service gets its own copy,
+    hub/formgrader.py), else the onelab package's beside this one (on the host)."""
+    return Path(os.environ.get("ONELAB_LOCALE_DIR")
+                or Path(__file__).resolve().parents[1] / "onelab" / "locale")
+
+
+@functools.cache
+def catalogue(lang: str, directory: Path) -> dict[str, str]:
+    """{English msgid: translation} of the catalogue's .po in `directory`, as onelab.i18n reads
+    it (fuzzy and empty entries left out); {} for English or without the file (then the words
+    stay English)."""
+    path = directory / lang / "LC_MESSAGES" / "onelab.po"
+    if lang == "en" or not path.is_file():
+        return {}
+    from babel.messages.pofile import read_po  # nbgrader's own dependency (jupyterlab-server)
+
+    with path.open("rb") as fh:
+        cat = read_po(fh, locale=lang, domain="onelab")
+    return {m.id: m.string for m in cat
+            if isinstance(m.id, str) and m.id and isinstance(m.string, str) and m.string
+            and not m.fuzzy}
+
+
+def translate(english: str, lang: str) -> str:
+    return catalogue(lang, locale_dir()).get(english, english)
+
+
 def stop_words(kind: str, lang: str = "en", **params: Any) -> str:
     """One of STOP_MESSAGES in English ("en") or Korean ("ko")."""
-    en, ko = STOP_MESSAGES[kind]
-    return (ko if lang == "ko" else en).format(**params)
+    return translate(STOP_MESSAGES[kind], lang).format(**params)
 
 
 def for_learners(english: str) -> str:
@@ -123,7 +141,10 @@ def for_learners(english: str) -> str:
 def korean(english: str) -> str | None:
     """The Korean of an English sentence made from STOP_MESSAGES (a reason may come as text,
     e.g. from graders/sandbox.py or the course's grading service), or None."""
-    for en, ko in STOP_MESSAGES.values():
+    for en in STOP_MESSAGES.values():
+        ko = translate(en, "ko")
+        if ko == en:
+            continue  # no catalogue here: no Korean
         pattern = "".join(re.escape(text) + (f"(?P<{name}>.+?)" if name else "")
                           for text, name, _, _ in string.Formatter().parse(en))
         m = re.fullmatch(pattern, english, re.DOTALL)

@@ -28,6 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from onelab.errors import DockerUnavailable, OneLabError
+from onelab.i18n import N_
 from onelab.settings import USERNAME, Settings
 
 _meta = sa.MetaData()
@@ -97,17 +98,15 @@ class Accounts:
     def check_name(self, name: str) -> str:
         if not USERNAME.match(name):
             raise AccountError(
-                f"bad username {name!r}: use 1-32 of a-z, 0-9, '.', '_', '-' (lowercase, "
-                "starting with a letter or digit), e.g. a student ID"
-            )
+                N_("bad username {name!r}: use 1-32 of a-z, 0-9, '.', '_', '-' (lowercase, "
+                   "starting with a letter or digit), e.g. a student ID"), name=name)
         return name
 
     def check_new_password(self, password: str) -> None:
         if len(password) < self.min_password_length:
             raise AccountError(
-                f"password too short: at least {self.min_password_length} characters "
-                "(auth.min_password_length)"
-            )
+                N_("password too short: at least {n} characters (auth.min_password_length)"),
+                n=self.min_password_length)
 
     def add(self, name: str, password: str, *, admin: bool = False, full_name: str = "",
             replace: bool = False) -> Account:
@@ -119,7 +118,8 @@ class Accounts:
             exists = conn.execute(sa.select(accounts_table.c.name).where(
                 accounts_table.c.name == name)).first()
             if exists and not replace:
-                raise AccountError(f"user {name} exists already; use `onelab users passwd {name}`")
+                raise AccountError(N_("user {name} exists already; use `onelab users passwd "
+                                      "{name}`"), name=name)
             if exists:
                 del row["created"]
                 conn.execute(accounts_table.update().where(accounts_table.c.name == name)
@@ -136,20 +136,20 @@ class Accounts:
             n = conn.execute(accounts_table.update().where(accounts_table.c.name == name)
                              .values(password_hash=hash_password(password))).rowcount
         if not n:
-            raise AccountError(f"no user {name}")
+            raise AccountError(N_("no user {name}"), name=name)
 
     def set_admin(self, name: str, admin: bool) -> None:
         with self.engine.begin() as conn:
             n = conn.execute(accounts_table.update().where(accounts_table.c.name == name)
                              .values(admin=admin)).rowcount
         if not n:
-            raise AccountError(f"no user {name}")
+            raise AccountError(N_("no user {name}"), name=name)
 
     def remove(self, name: str) -> None:
         with self.engine.begin() as conn:
             n = conn.execute(accounts_table.delete().where(accounts_table.c.name == name)).rowcount
         if not n:
-            raise AccountError(f"no user {name}")
+            raise AccountError(N_("no user {name}"), name=name)
 
     def get(self, name: str) -> Account | None:
         with self.engine.connect() as conn:
@@ -182,13 +182,13 @@ class Accounts:
         """
         reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
         if not reader.fieldnames or "username" not in [f.strip() for f in reader.fieldnames]:
-            raise AccountError("class list: first line must be a header with a 'username' column "
-                               "(optional: password, full_name, admin)")
+            raise AccountError(N_("class list: first line must be a header with a 'username' "
+                                  "column (optional: password, full_name, admin)"))
         allowed = {"username", "password", "full_name", "admin"}
         extra = {f.strip() for f in reader.fieldnames} - allowed
         if extra:
-            raise AccountError(f"class list: unknown column(s) {sorted(extra)}; allowed: "
-                               f"{sorted(allowed)}")
+            raise AccountError(N_("class list: unknown column(s) {columns}; allowed: {allowed}"),
+                               columns=sorted(extra), allowed=sorted(allowed))
         rows, seen, generated = [], set(), []
         for lineno, raw in enumerate(reader, start=2):
             rec = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
@@ -198,18 +198,19 @@ class Accounts:
             try:
                 self.check_name(name)
                 if name in seen:
-                    raise AccountError(f"username {name} appears twice")
+                    raise AccountError(N_("username {name} appears twice"), name=name)
                 if rec.get("password"):
                     self.check_new_password(rec["password"])
                 admin = rec.get("admin", "").lower() in ("1", "true", "yes", "y")
                 exists = self.get(name) is not None
                 if exists and not replace:
-                    raise AccountError(f"user {name} exists already "
-                                       "(use --replace to reset existing accounts)")
+                    raise AccountError(N_("user {name} exists already (use --replace to reset "
+                                          "existing accounts)"), name=name)
                 if not exists and check_new is not None:
                     check_new(name)
             except AccountError as e:
-                raise AccountError(f"class list line {lineno}: {e}") from None
+                raise AccountError(N_("class list line {line}: {why}"), line=lineno,
+                                   why=e) from None
             seen.add(name)
             pw = rec.get("password") or generate_password()
             if not rec.get("password"):
@@ -252,9 +253,10 @@ def list_on_hub(settings: Settings, names: list[str] | None = None) -> list[str]
         for n in changed:
             hub.set_admin(n, wanted[n])
     except (HubError, OSError) as e:
-        raise AccountError(f"the account(s) are saved, but the hub at {settings.public_url} did "
-                           f"not take them into its user list ({e}); it will at its next start "
-                           "(`onelab down --keep-servers && onelab up --detach`)") from None
+        raise AccountError(N_("the account(s) are saved, but the hub at {url} did not take them "
+                              "into its user list ({why}); it will at its next start (`onelab "
+                              "down --keep-servers && onelab up --detach`)"),
+                           url=settings.public_url, why=e) from None
     lines = [f"on the hub's user list now: {', '.join(made)}"] if made else []
     lines += [f"hub admin flag set as their account says: {', '.join(changed)}"] if changed else []
     return lines
@@ -332,9 +334,9 @@ def fresh_home_check(settings: Settings, name: str) -> list[str]:
         return ["note: Docker does not answer, so earlier homes of this name were not checked"]
     home = home_volume(settings, name)
     if dockerdoor.volume_exists(home):
-        raise AccountError(f"a home volume {home} of an earlier {name} is still there and a new "
-                           f"{name} would get it; run `onelab users remove {name}` first (it "
-                           "keeps the home aside), then add them")
+        raise AccountError(N_("a home volume {home} of an earlier {name} is still there and a "
+                              "new {name} would get it; run `onelab users remove {name}` first "
+                              "(it keeps the home aside), then add them"), home=home, name=name)
     return [f"note: an earlier home of {name} is kept as volume {v}; {name} starts with a fresh, "
             f"empty home; restore it with `onelab users restore-home {name} {v}`"
             for v in kept_homes(settings, name)]
@@ -371,26 +373,28 @@ def remove_user(settings: Settings, name: str, *, delete_home: bool = False,
     accounts = Accounts(settings.db_url, settings.auth.min_password_length)
     hub = Hub(settings.public_url, admin_token(settings.state_dir))
     if not hub.healthy():
-        raise AccountError(f"the hub is not running at {settings.public_url}, and only the hub "
-                           f"can revoke {name}'s tokens and sessions: start the platform "
-                           "(`onelab up --detach`) and run this again; nothing was changed")
+        raise AccountError(N_("the hub is not running at {url}, and only the hub can revoke "
+                              "{name}'s tokens and sessions: start the platform (`onelab up "
+                              "--detach`) and run this again; nothing was changed"),
+                           url=settings.public_url, name=name)
     dockerdoor.client()
     account, hub_user = accounts.get(name), hub.user(name)
     labels = {"onelab.user": name, "onelab.instance": settings.spawner.container_prefix}
     home = home_volume(settings, name)
     has_home = dockerdoor.volume_exists(home)
     if not (account or hub_user or has_home or dockerdoor.containers("learner", **labels)):
-        raise AccountError(f"no user {name}: no local account, hub user, server or home volume "
-                           "(see `onelab users list`)")
+        raise AccountError(N_("no user {name}: no local account, hub user, server or home "
+                              "volume (see `onelab users list`)"), name=name)
     if name in settings.hub.admin_users:
-        raise AccountError(f"{name} is in hub.admin_users, so the hub would make them again at "
-                           "its next start; take them out of that setting first")
+        raise AccountError(N_("{name} is in hub.admin_users, so the hub would make them again "
+                              "at its next start; take them out of that setting first"),
+                           name=name)
     if (account and account.admin) or (hub_user and hub_user.get("admin")):
         others = ({a.name for a in accounts.all() if a.admin}
                   | {u["name"] for u in hub.users() if u.get("admin")}) - {name}
         if not others:
-            raise AccountError(f"{name} is the last admin; make another one first (`onelab users "
-                               f"add NAME --admin`), then remove {name}")
+            raise AccountError(N_("{name} is the last admin; make another one first (`onelab "
+                                  "users add NAME --admin`), then remove {name}"), name=name)
     if has_home and not delete_home:
         dockerdoor.require_image(learner_image(settings), "learner image (copies the home)")
 

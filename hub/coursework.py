@@ -17,13 +17,15 @@ from typing import Any
 
 from hub.courses import course_specs
 from onelab.course import Course, CourseError
+from onelab.i18n import N_
 from onelab.settings import Settings
 
 
 def find_course(settings: Settings, course_id: str) -> Course:
     courses = {c.id: c for c in course_specs(settings)}
     if course_id not in courses:
-        raise CourseError(f"no course {course_id!r} (there are: {', '.join(courses) or 'none'})")
+        raise CourseError(N_("no course {course!r} (there are: {courses})"), course=course_id,
+                          courses=", ".join(courses) or "none")
     return courses[course_id]
 
 

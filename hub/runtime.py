@@ -27,6 +27,7 @@ from hub.state import admin_token, ensure_state_dir, proxy_token, write_runtime
 from images.table import learner_image
 from onelab import dockerdoor
 from onelab.errors import OneLabError
+from onelab.i18n import N_
 from onelab.settings import Settings, config_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +77,8 @@ def chp_binary() -> str:
         return str(venv_bin)
     found = shutil.which("configurable-http-proxy")
     if not found:
-        raise OneLabError("configurable-http-proxy is not installed; run `make setup` "
-                          "(or `npm install -g configurable-http-proxy`)")
+        raise OneLabError(N_("configurable-http-proxy is not installed; run `make setup` "
+                             "(or `npm install -g configurable-http-proxy`)"))
     return found
 
 
@@ -154,8 +155,8 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
         h = settings.hub
         for host, port in ((h.ip, h.port), ("127.0.0.1", h.proxy_api_port)):
             if not _port_free(host, port):
-                raise OneLabError(f"port {host}:{port} is in use by another program; stop it or "
-                                  "set hub.port / hub.proxy_api_port")
+                raise OneLabError(N_("port {host}:{port} is in use by another program; stop it "
+                                     "or set hub.port / hub.proxy_api_port"), host=host, port=port)
         env_p = dict(env, CONFIGPROXY_AUTH_TOKEN=proxy_token(settings.state_dir))
         proxy = _spawn(settings, "proxy", [
             chp_binary(), "--ip", h.ip, "--port", str(h.port),
@@ -171,7 +172,8 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
         write_runtime(settings.state_dir, gateway=gateway,
                       formgrader_ports=choose_ports(settings, courses))
         if not _port_free(gateway, settings.hub.hub_port):
-            raise OneLabError(f"port {gateway}:{settings.hub.hub_port} is in use; set hub.hub_port")
+            raise OneLabError(N_("port {host}:{port} is in use; set hub.hub_port"), host=gateway,
+                              port=settings.hub.hub_port)
         hub = _spawn(settings, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
                      env)
         echo(f"hub started (pid {hub.pid})")
@@ -184,16 +186,17 @@ def wait_healthy(settings: Settings, timeout: float) -> None:
     while time.monotonic() < deadline:
         for p in (process(settings, "hub"), process(settings, "proxy")):
             if not p.alive:
-                raise OneLabError(f"the {p.name} exited at start-up: {_last_error(settings, p.name)}"
-                                  f" (log: {settings.state_dir / 'logs' / (p.name + '.log')})")
+                raise OneLabError(N_("the {name} exited at start-up: {why} (log: {log})"),
+                                  name=p.name, why=_last_error(settings, p.name),
+                                  log=settings.state_dir / "logs" / f"{p.name}.log")
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise OneLabError(f"the hub did not answer at {url} within {timeout:.0f} s; see "
-                      f"{settings.state_dir / 'logs' / 'hub.log'}")
+    raise OneLabError(N_("the hub did not answer at {url} within {seconds:.0f} s; see {log}"),
+                      url=url, seconds=timeout, log=settings.state_dir / "logs" / "hub.log")
 
 
 def _last_error(settings: Settings, name: str) -> str:
@@ -297,4 +300,4 @@ def follow(settings: Settings, echo: Echo = print) -> None:
                 echo(line.rstrip())
             else:
                 time.sleep(0.3)
-    raise OneLabError(f"the hub exited: {_last_error(settings, 'hub')}")
+    raise OneLabError(N_("the hub exited: {why}"), why=_last_error(settings, "hub"))

@@ -25,6 +25,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from images import table
 from onelab import dockerdoor
 from onelab.errors import OneLabError
+from onelab.i18n import N_
 from onelab.settings import Settings
 
 Echo = Callable[[str], None]
@@ -74,10 +75,11 @@ def bootstrap_rootfs(settings: Settings, echo: Echo) -> str:
         echo(f"      rootfs {rootfs_tag} already imported")
         return rootfs_tag
     if shutil.which("debootstrap") is None:
-        raise BuildError("debootstrap is not installed: `apt-get install debootstrap`, or set "
-                         "images.base_source=registry where a registry can be reached")
+        raise BuildError(N_("debootstrap is not installed: `apt-get install debootstrap`, or "
+                            "set images.base_source=registry where a registry can be reached"))
     if os.geteuid() != 0:
-        raise BuildError("bootstrapping the base image needs root (debootstrap); run as root")
+        raise BuildError(N_("bootstrapping the base image needs root (debootstrap); run as "
+                            "root"))
     cache = settings.images.cache_dir
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))

@@ -22,6 +22,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 import docker
 from onelab.errors import DockerUnavailable, ImageMissing
+from onelab.i18n import N_
 from onelab.policy import ROLE_LABEL, Mount, Policy
 
 __all__ = ["ROLE_LABEL", "Mount", "Policy"]
@@ -139,9 +140,8 @@ def client() -> docker.DockerClient:
     except DockerException as e:
         reason = str(e).split("(")[0].strip() or type(e).__name__
         raise DockerUnavailable(
-            f"no Docker daemon answers ({reason}); start it with `docker/ensure-dockerd.sh` "
-            "(or `make up`, which does it for you)"
-        ) from None
+            N_("no Docker daemon answers ({reason}); start it with `docker/ensure-dockerd.sh` "
+               "(or `make up`, which does it for you)"), reason=reason) from None
     return c
 
 
@@ -151,8 +151,8 @@ def require_image(tag: str, what: str = "image") -> dict[str, Any]:
         return client().images.get(tag).attrs
     except ImageNotFound:
         raise ImageMissing(
-            f"{what} {tag} is not built; run `onelab images build` (or set spawner.image)"
-        ) from None
+            N_("{what} {tag} is not built; run `onelab images build` (or set spawner.image)"),
+            what=what, tag=tag) from None
 
 
 def build_image(context: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],

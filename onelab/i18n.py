@@ -31,13 +31,17 @@ Maintainers, from the repository root (the options are in ``pyproject.toml``'s
 
 Babel's extractor treats ``gettext("...")`` with a literal as a message, so call
 ``i18n.gettext(lang)`` with a variable, never ``i18n.gettext("ko")``, in extracted code.
+
+The ``onelab`` command speaks the language :func:`cli_language` picks (``ONELAB_LANG``, else
+the locale, else English); pages and notebooks, the reader's (Korean unless they choose).
 """
 
 from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,9 @@ ENDONYMS = {"ko": "한국어", "en": "English"}
 """Each language's name in itself, as the language switch shows it (never translated)."""
 TEMPLATE_VAR = "onelab_lang"
 """The template variable that names a page's language for :class:`JinjaI18n`."""
+ENV_LANG = "ONELAB_LANG"
+"""The environment variable that chooses the ``onelab`` command's language (``ko``/``en``); the
+hub also gives it to learners' servers. Not a setting: onelab.settings skips it."""
 
 
 def normalize(value: str | None) -> str | None:
@@ -69,6 +76,26 @@ def normalize(value: str | None) -> str | None:
         return None
     lang = value.strip().replace("_", "-").split("-")[0].split(".")[0].lower()
     return lang if lang in LANGUAGES else None
+
+
+def cli_language(environ: Mapping[str, str] | None = None) -> str:
+    """The language of the ``onelab`` command: ``ONELAB_LANG`` when it names ``ko`` or ``en``;
+    else the locale's, from the first of ``LC_ALL``, ``LC_MESSAGES``, ``LANG`` that is set (as
+    POSIX reads them), when it names ``ko`` or ``en``; else English.
+
+    English and not Korean for C, POSIX, another language or no locale at all, unlike the
+    pages: the command's readers are operators' shells, scripts and logs, and servers,
+    containers and systemd units run with such a locale; what a script greps or a log keeps
+    should not change with it. An operator whose own locale is Korean reads Korean, and
+    ``ONELAB_LANG=en`` gives a Korean desktop English (as the test suite runs it)."""
+    env = os.environ if environ is None else environ
+    chosen = normalize(env.get(ENV_LANG))
+    if chosen:
+        return chosen
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if env.get(name):
+            return normalize(env[name]) or SOURCE
+    return SOURCE
 
 
 def po_path(lang: str) -> Path:

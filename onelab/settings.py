@@ -5,6 +5,8 @@ variables. The file is ``$ONELAB_CONFIG`` if set, else ``./onelab.yaml`` if it e
 ``/etc/onelab/onelab.yaml`` if it exists. An environment variable names a setting by its dotted
 path with ``__`` for the dots, e.g. ``ONELAB_SPAWNER__MEM_LIMIT=4G`` sets ``spawner.mem_limit``;
 its value is read as YAML, so ``ONELAB_HUB__ADMIN_USERS='[kim, lee]'`` is a list.
+``ONELAB_CONFIG`` and ``ONELAB_LANG`` (the ``onelab`` command's language, onelab/i18n.py) are
+not settings.
 
 A wrong key or value raises :class:`SettingsError` with one line naming the key, the value, where
 it came from and what is allowed. ``onelab settings`` prints this model as a reference.
@@ -22,9 +24,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from onelab.errors import SettingsError
+from onelab.i18n import ENV_LANG, N_
 
 ENV_PREFIX = "ONELAB_"
 ENV_CONFIG = "ONELAB_CONFIG"
+NOT_SETTINGS = (ENV_CONFIG, ENV_LANG)
+"""ONELAB_ variables that are not settings."""
 ROLE_NAMES = ["instructor"]
 """OneLab roles that settings may hand out; hub/roles.py defines their scopes."""
 _SIZE = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
@@ -340,7 +345,7 @@ def config_file(environ: Mapping[str, str] | None = None) -> Path | None:
     if env.get(ENV_CONFIG):
         path = Path(env[ENV_CONFIG])
         if not path.is_file():
-            raise SettingsError(f"{ENV_CONFIG}={path}: no such file")
+            raise SettingsError(N_("{var}={path}: no such file"), var=ENV_CONFIG, path=path)
         return path
     for candidate in (Path("onelab.yaml"), Path("/etc/onelab/onelab.yaml")):
         if candidate.is_file():
@@ -352,7 +357,7 @@ def _from_env(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     tree: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         try:
@@ -390,7 +395,8 @@ def _allowed(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
-def _describe(err: ValidationError, origin: dict[str, str], source: str) -> str:
+def _describe(err: ValidationError, origin: dict[str, str],
+              source: str) -> list[SettingsError]:
     parts = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
@@ -399,11 +405,14 @@ def _describe(err: ValidationError, origin: dict[str, str], source: str) -> str:
         where = next((origin[k] for k in (key, *_prefixes(key), *below) if k in origin), source)
         if e["type"] == "extra_forbidden":
             allowed = _allowed(e["loc"])
-            parts.append(f"unknown setting {key!r} (from {where}); allowed here: {allowed}")
+            parts.append(SettingsError(
+                N_("unknown setting {key!r} (from {where}); allowed here: {allowed}"),
+                key=key, where=where, allowed=allowed))
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"bad setting {key} = {e.get('input')!r} (from {where}): {msg}")
-    return "; ".join(parts)
+            parts.append(SettingsError(N_("bad setting {key} = {value!r} (from {where}): {why}"),
+                                       key=key, value=e.get("input"), where=where, why=msg))
+    return parts
 
 
 def _prefixes(key: str) -> list[str]:
@@ -423,10 +432,14 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise SettingsError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            why = getattr(e, "problem", e)
+            if mark:
+                raise SettingsError(N_("{path} line {line}: not valid YAML ({why})"), path=path,
+                                    line=mark.line + 1, why=why) from None
+            raise SettingsError(N_("{path}: not valid YAML ({why})"), path=path, why=why) from None
         except OSError as e:
-            raise SettingsError(f"{path}: cannot read ({e.strerror})") from None
+            raise SettingsError(N_("{path}: cannot read ({why})"), path=path,
+                                why=e.strerror) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -437,7 +450,7 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
-        raise SettingsError(_describe(e, origin, source)) from None
+        raise SettingsError("{problems}", problems=_describe(e, origin, source)) from None
 
 
 def reference() -> str:

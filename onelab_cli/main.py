@@ -1,34 +1,53 @@
 """`onelab`: the one command for operators and instructors. A thin layer over the packages.
 
-Every OneLabError becomes ``onelab: <one line>`` on stderr and exit status 2.
+Every OneLabError becomes ``onelab: <one line>`` on stderr and exit status 2. The command speaks
+Korean or English, as ``onelab.i18n.cli_language`` decides (``ONELAB_LANG``, else the locale,
+else English); its words are msgids of OneLab's catalogue.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from onelab import i18n
 from onelab.errors import OneLabError
 from onelab.settings import Settings, load, reference
+
+_lang = i18n.SOURCE
+"""The command's language, decided once by main()."""
+
+
+def _(message: str) -> str:
+    """One of the command's messages in its language."""
+    return i18n.gettext(_lang)(message)
 
 
 def _echo(text: str) -> None:
     print(text, flush=True)
 
 
+def _pad(text: str, width: int) -> str:
+    """`text` filled with spaces to `width` terminal columns (a Hangul syllable takes two)."""
+    cols = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(width - cols, 0)
+
+
 def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     from hub import runtime
 
     runtime.start(s, _echo)
-    _echo(f"OneLab is up at {s.public_url}")
+    _echo(_("OneLab is up at {url}").format(url=s.public_url))
     if a.detach:
         return 0
-    _echo("(following the hub's log; Ctrl-C stops the platform)")
+    _echo(_("(following the hub's log; Ctrl-C stops the platform)"))
 
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # `kill`/systemd stop the platform as Ctrl-C does
@@ -37,7 +56,7 @@ def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     try:
         runtime.follow(s, _echo)
     except KeyboardInterrupt:
-        _echo("stopping...")
+        _echo(_("stopping..."))
     finally:
         runtime.stop(s, echo=_echo)
     return 0
@@ -57,17 +76,24 @@ def cmd_status(s: Settings, a: argparse.Namespace) -> int:
     if a.json:
         _echo(json.dumps(st, default=str))
     else:
-        _echo(f"url      {st['url']}  ({'healthy' if st['healthy'] else 'not answering'})")
-        _echo(f"hub      {'pid ' + str(st['hub']) if st['hub'] else 'stopped'}")
-        _echo(f"proxy    {'pid ' + str(st['proxy']) if st['proxy'] else 'stopped'}")
-        _echo(f"image    {st['image']}")
+        def line(label: str, value: str) -> None:
+            _echo(f"{_pad(label, 8)} {value}")
+
+        def pid(p: int | None) -> str:
+            return _("pid {pid}").format(pid=p) if p else _("stopped")
+
+        health = _("healthy") if st["healthy"] else _("not answering")
+        line(_("url"), f"{st['url']}  ({health})")
+        line(_("hub"), pid(st["hub"]))
+        line(_("proxy"), pid(st["proxy"]))
+        line(_("image"), st["image"])
         fw = st["firewall"]
-        _echo("firewall " + ("off (spawner.host_firewall: false)" if not fw["enabled"] else
-                             f"{len(fw['rules'])} rule(s)" if fw["rules"] else
-                             "not installed (run `onelab up`)")
-              + "".join(f"\n  {r}" for r in fw["rules"]))
+        line(_("firewall"), (_("off (spawner.host_firewall: false)") if not fw["enabled"] else
+                             _("{n} rule(s)").format(n=len(fw["rules"])) if fw["rules"] else
+                             _("not installed (run `onelab up`)"))
+             + "".join(f"\n  {r}" for r in fw["rules"]))
         learners = st["learners"]
-        _echo(f"learners {len(learners)} container(s)" + "".join(
+        line(_("learners"), _("{n} container(s)").format(n=len(learners)) + "".join(
             f"\n  {u:<24} {state}" for u, state in learners))
     return 0 if st["healthy"] else 1
 
@@ -94,9 +120,9 @@ def cmd_users_add(s: Settings, a: argparse.Namespace) -> int:
     notes = [] if accounts.get(name) else fresh_home_check(s, name)
     password = a.password or generate_password()
     acct = accounts.add(name, password, admin=a.admin, full_name=a.full_name or "")
-    _echo(f"added {acct.name}{' (admin)' if acct.admin else ''}")
+    _echo((_("added {name} (admin)") if acct.admin else _("added {name}")).format(name=acct.name))
     if not a.password:
-        _echo(f"password: {password}")
+        _echo(_("password: {password}").format(password=password))
     for line in notes:
         _echo(line)
     for line in list_on_hub(s, [acct.name]):  # after the notes: they stand even if this fails
@@ -110,16 +136,18 @@ def cmd_users_import(s: Settings, a: argparse.Namespace) -> int:
     try:
         text = Path(a.csv).read_text(encoding="utf-8-sig")
     except OSError as e:
-        raise OneLabError(f"cannot read class list {a.csv}: {e.strerror}") from None
+        raise OneLabError(i18n.N_("cannot read class list {path}: {why}"), path=a.csv,
+                          why=e.strerror) from None
     notes: list[str] = []
     generated = _accounts(s).import_csv(text, replace=a.replace,
                                         check_new=lambda n: notes.extend(fresh_home_check(s, n)))
     lines = ["username,password", *(f"{n},{p}" for n, p in generated)]
     if a.out:
         Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        _echo(f"imported; {len(generated)} generated password(s) written to {a.out}")
+        _echo(_("imported; {n} generated password(s) written to {path}").format(
+            n=len(generated), path=a.out))
     else:
-        _echo("imported")
+        _echo(_("imported"))
         if generated:
             _echo("\n".join(lines))
     for note in dict.fromkeys(notes):
@@ -140,7 +168,8 @@ def cmd_users_passwd(s: Settings, a: argparse.Namespace) -> int:
 
     password = a.password or generate_password()
     _accounts(s).set_password(a.name, password)
-    _echo(f"password of {a.name} changed" + ("" if a.password else f": {password}"))
+    _echo(_("password of {name} changed").format(name=a.name)
+          + ("" if a.password else f": {password}"))
     return 0
 
 
@@ -148,8 +177,10 @@ def cmd_users_remove(s: Settings, a: argparse.Namespace) -> int:
     from hub.accounts import remove_user
 
     r = remove_user(s, a.name.lower(), delete_home=a.delete_home, echo=_echo)
-    _echo(f"removed {r.name}" + (f"; home kept as {r.kept_as}" if r.kept_as else
-                                  "; home deleted" if r.home_deleted else ""))
+    _echo(_("removed {name}; home kept as {volume}").format(name=r.name, volume=r.kept_as)
+          if r.kept_as else
+          _("removed {name}; home deleted").format(name=r.name) if r.home_deleted else
+          _("removed {name}").format(name=r.name))
     return 0
 
 
@@ -164,7 +195,7 @@ def cmd_images_build(s: Settings, a: argparse.Namespace) -> int:
     from images.build import build
 
     tag = build(s, gpu=a.gpu, echo=_echo)
-    _echo(f"learner image: {tag}")
+    _echo(_("learner image: {tag}").format(tag=tag))
     return 0
 
 
@@ -175,7 +206,7 @@ def cmd_images_list(s: Settings, a: argparse.Namespace) -> int:
     for name in table.TABLE:
         tag = table.tag(name, s)
         v = image_versions(tag)
-        state = "built" if v else "not built"
+        state = _("built") if v else _("not built")
         extra = ", ".join(f"{k.removeprefix('version.')}={val}" for k, val in sorted(v.items())
                           if k.startswith("version."))
         _echo(f"{tag:<36} {state}{'  ' + extra if extra else ''}")
@@ -252,16 +283,18 @@ def cmd_regress(s: Settings, a: argparse.Namespace) -> int:
     md = report.write(result, out)
     warnings = [w for e in result.entries for w in e.warnings]
     for w in warnings:
-        _echo(f"WEAK TEST: {w}")
+        _echo(_("WEAK TEST: {warning}").format(warning=w))
     problems = [p for e in result.entries for p in e.problems]
     for p in problems:
-        _echo(f"FAILED: {p}")
+        _echo(_("FAILED: {problem}").format(problem=p))
     if warnings or (a.strict_tests and any(e.qa and e.qa.fooled for e in result.entries)):
         from regress.probe import HINT
 
-        _echo(f"hint: {HINT}")
-    _echo(f"regression {'passed' if result.passed else 'FAILED'}: {len(result.entries)} "
-          f"assignment(s) in {result.seconds:.0f} s; report {md}")
+        _echo(_("hint: {hint}").format(hint=HINT))
+    _echo((_("regression passed: {n} assignment(s) in {seconds:.0f} s; report {report}")
+           if result.passed else
+           _("regression FAILED: {n} assignment(s) in {seconds:.0f} s; report {report}"))
+          .format(n=len(result.entries), seconds=result.seconds, report=md))
     return 0 if result.passed else 1
 
 
@@ -271,10 +304,11 @@ def cmd_course_sync(s: Settings, a: argparse.Namespace) -> int:
 
     for c in course_specs(s):
         sync_course(s, c)
-        _echo(f"{c.id:<20} {course_root(s, c.id)}  ({len(c.all_learners())} learner(s), "
-              f"{len(c.assignments)} assignment(s))")
-    _echo("groups and roles follow the specs when the hub (re)starts: `onelab down "
-          "--keep-servers && onelab up --detach` keeps learners' servers running")
+        _echo(f"{c.id:<20} {course_root(s, c.id)}  "
+              + _("({learners} learner(s), {assignments} assignment(s))").format(
+                  learners=len(c.all_learners()), assignments=len(c.assignments)))
+    _echo(_("groups and roles follow the specs when the hub (re)starts: `onelab down "
+            "--keep-servers && onelab up --detach` keeps learners' servers running"))
     return 0
 
 
@@ -283,11 +317,13 @@ def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
 
     if a.sub == "release":
         path = coursework.release(s, a.course, a.assignment)
-        _echo(f"released {a.course}/{a.assignment}: learners can fetch it ({path})")
+        _echo(_("released {course}/{assignment}: learners can fetch it ({path})").format(
+            course=a.course, assignment=a.assignment, path=path))
     elif a.sub == "collect":
         got = coursework.collect(s, a.course, a.assignment)
-        _echo(f"collected {len(got)} submission(s) of {a.course}/{a.assignment}: "
-              f"{', '.join(got) or 'none yet'}")
+        _echo(_("collected {n} submission(s) of {course}/{assignment}: {names}").format(
+            n=len(got), course=a.course, assignment=a.assignment,
+            names=", ".join(got) or _("none yet")))
     elif a.sub == "grade":
         # in the course's grading service (its sandbox image and limits are the hub's): the
         # course directory is staff-writable, so it is never graded from the host
@@ -295,13 +331,15 @@ def cmd_assignment(s: Settings, a: argparse.Namespace) -> int:
         for r in rows:
             _echo(f"{r['student']:<20} {r['status']:<8} {r.get('error', '')[:200]}")
         failed = sum(r["status"] == "failed" for r in rows)
-        _echo(f"{sum(r['status'] == 'graded' for r in rows)} graded, {failed} failed, "
-              f"{sum(r['status'] == 'skipped' for r in rows)} skipped")
+        _echo(_("{graded} graded, {failed} failed, {skipped} skipped").format(
+            graded=sum(r["status"] == "graded" for r in rows), failed=failed,
+            skipped=sum(r["status"] == "skipped" for r in rows)))
         return 1 if failed else 0
     elif a.sub == "feedback":
         sent = coursework.feedback(s, a.course, a.assignment)
-        _echo(f"feedback of {a.course}/{a.assignment} ready for {len(sent)} learner(s): "
-              f"{', '.join(sent) or 'none'}")
+        _echo(_("feedback of {course}/{assignment} ready for {n} learner(s): {names}").format(
+            course=a.course, assignment=a.assignment, n=len(sent),
+            names=", ".join(sent) or _("none")))
     return 0
 
 
@@ -311,7 +349,7 @@ def cmd_grades_export(s: Settings, a: argparse.Namespace) -> int:
     text = export_csv(grade_rows(s, a.course))
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")
-        _echo(f"wrote {a.out}")
+        _echo(_("wrote {path}").format(path=a.out))
     else:
         sys.stdout.write(text)
     return 0
@@ -323,7 +361,7 @@ def cmd_course_list(s: Settings, a: argparse.Namespace) -> int:
     for c in load_courses(Path(a.courses_dir) if a.courses_dir else None):
         _echo(f"{c.id:<20} {c.title.ko} · {c.title.en}")
         for x in c.assignments:
-            due = x.due.isoformat() if x.due else "no due date"
+            due = x.due.isoformat() if x.due else _("no due date")
             _echo(f"  {x.id:<28} {due:<26} {x.title.ko}")
     return 0
 
@@ -350,8 +388,34 @@ def _checked(field: str) -> Callable[[str], str]:
     return check
 
 
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """argparse with its own words (usage, section titles, -h, "error") in the command's
+    language too; every subcommand's parser is of the same class."""
+
+    class Formatter(argparse.HelpFormatter):
+        def add_usage(self, usage: str | None, actions: Any, groups: Any,
+                      prefix: str | None = None) -> None:
+            super().add_usage(usage, actions, groups, _("usage: ") if prefix is None else prefix)
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, **kw: Any) -> None:
+            kw.setdefault("formatter_class", Formatter)
+            super().__init__(add_help=False, **kw)
+            self._positionals.title = _("positional arguments")
+            self._optionals.title = _("options")
+            self.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS,
+                              help=_("show this help message and exit"))
+
+        def error(self, message: str) -> Any:
+            self.print_usage(sys.stderr)
+            self.exit(2, _("{prog}: error: {message}").format(prog=self.prog, message=message)
+                      + "\n")
+
+    return Parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="onelab", description="OneLab: a hands-on AI classroom.")
+    p = _parser_class()(prog="onelab", description=_("OneLab: a hands-on AI classroom."))
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(parent: Any, name: str, fn: Callable[..., int], help: str) -> argparse.ArgumentParser:
@@ -359,32 +423,38 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    up = add(sub, "up", cmd_up, "Start the platform (proxy + hub) and wait until it answers.")
-    up.add_argument("--detach", "-d", action="store_true", help="return once it is up")
-    down = add(sub, "down", cmd_down, "Stop the hub, the proxy and learner containers.")
-    down.add_argument("--keep-servers", action="store_true", help="leave learner containers running")
-    st = add(sub, "status", cmd_status, "Show what runs (exit 1 when the hub does not answer).")
-    st.add_argument("--json", action="store_true")
-    add(sub, "token", cmd_token, "Print an admin-scoped API token for automation.")
+    def group(name: str, help: str) -> Any:
+        return sub.add_parser(name, help=help, description=help).add_subparsers(
+            dest="sub", required=True)
 
-    users = sub.add_parser("users", help="Local accounts.").add_subparsers(dest="sub", required=True)
-    ua = add(users, "add", cmd_users_add, "Add a local account (prints a generated password).")
+    up = add(sub, "up", cmd_up, _("Start the platform (proxy + hub) and wait until it answers."))
+    up.add_argument("--detach", "-d", action="store_true", help=_("return once it is up"))
+    down = add(sub, "down", cmd_down, _("Stop the hub, the proxy and learner containers."))
+    down.add_argument("--keep-servers", action="store_true",
+                      help=_("leave learner containers running"))
+    st = add(sub, "status", cmd_status,
+             _("Show what runs (exit 1 when the hub does not answer)."))
+    st.add_argument("--json", action="store_true")
+    add(sub, "token", cmd_token, _("Print an admin-scoped API token for automation."))
+
+    users = group("users", _("Local accounts."))
+    ua = add(users, "add", cmd_users_add, _("Add a local account (prints a generated password)."))
     ua.add_argument("name")
     ua.add_argument("--password")
     ua.add_argument("--admin", action="store_true")
     ua.add_argument("--full-name")
     ui = add(users, "import", cmd_users_import,
-             "Add a class list from CSV (username[,password,full_name,admin]).")
+             _("Add a class list from CSV (username[,password,full_name,admin])."))
     ui.add_argument("csv")
-    ui.add_argument("--replace", action="store_true", help="reset accounts that exist already")
-    ui.add_argument("--out", help="write generated passwords to this CSV file")
-    add(users, "list", cmd_users_list, "List local accounts.")
-    up_ = add(users, "passwd", cmd_users_passwd, "Set (or generate) a new password.")
+    ui.add_argument("--replace", action="store_true", help=_("reset accounts that exist already"))
+    ui.add_argument("--out", help=_("write generated passwords to this CSV file"))
+    add(users, "list", cmd_users_list, _("List local accounts."))
+    up_ = add(users, "passwd", cmd_users_passwd, _("Set (or generate) a new password."))
     up_.add_argument("name")
     up_.add_argument("--password")
     ur = add(users, "remove", cmd_users_remove,
-             "Remove a user for good (login, server, tokens, hub user); keep their home aside.")
-    ur.description = (
+             _("Remove a user for good (login, server, tokens, hub user); keep their home aside."))
+    ur.description = _(
         "Remove a user for good: their login, server, API tokens, sessions and hub user. Their "
         "home volume is kept under a dated name (VOLUME.removed-<UTC time>), so a new account "
         "with the same name starts empty; --delete-home deletes it instead. Needs the platform "
@@ -392,107 +462,121 @@ def build_parser() -> argparse.ArgumentParser:
         "and changes nothing.")
     ur.add_argument("name")
     ur.add_argument("--delete-home", action="store_true",
-                    help="delete the home volume instead of keeping it (no confirmation asked)")
+                    help=_("delete the home volume instead of keeping it (no confirmation asked)"))
     rh = add(users, "restore-home", cmd_users_restore_home,
-             "Give a user back a home kept by `users remove` (their server must be stopped; a "
-             "home they have now is kept aside first).")
+             _("Give a user back a home kept by `users remove` (their server must be stopped; a "
+               "home they have now is kept aside first)."))
     rh.add_argument("name")
-    rh.add_argument("volume", help="the kept volume, as `users remove` or `users add` named it")
+    rh.add_argument("volume",
+                    help=_("the kept volume, as `users remove` or `users add` named it"))
 
-    images = sub.add_parser("images", help="Learner images.").add_subparsers(dest="sub",
-                                                                             required=True)
-    ib = add(images, "build", cmd_images_build, "Build the base and learner images if missing.")
-    ib.add_argument("--gpu", action="store_true", help="the CUDA variant (several GB of wheels)")
-    add(images, "list", cmd_images_list, "Show the images' tags and versions.")
+    images = group("images", _("Learner images."))
+    ib = add(images, "build", cmd_images_build,
+             _("Build the base and learner images if missing."))
+    ib.add_argument("--gpu", action="store_true",
+                    help=_("the CUDA variant (several GB of wheels)"))
+    add(images, "list", cmd_images_list, _("Show the images' tags and versions."))
 
     gr = add(sub, "grade", cmd_grade,
-             "Autograde an nbgrader assignment, each submission in its own sandbox, in parallel.")
+             _("Autograde an nbgrader assignment, each submission in its own sandbox, in "
+               "parallel."))
     gr.add_argument("assignment")
-    gr.add_argument("--course-dir", required=True, help="an nbgrader course directory")
-    gr.add_argument("--student", action="append", help="only this student (repeatable)")
-    gr.add_argument("--workers", type=int, help="parallel submissions (default: cores)")
-    gr.add_argument("--image", help="course image (default: the learner image)")
-    gr.add_argument("--force", action="store_true", help="regrade submissions graded already")
+    gr.add_argument("--course-dir", required=True, help=_("an nbgrader course directory"))
+    gr.add_argument("--student", action="append", help=_("only this student (repeatable)"))
+    gr.add_argument("--workers", type=int, help=_("parallel submissions (default: cores)"))
+    gr.add_argument("--image", help=_("course image (default: the learner image)"))
+    gr.add_argument("--force", action="store_true", help=_("regrade submissions graded already"))
     gr.add_argument("--memory", type=_checked("memory"),
-                    help="memory per submission (default: grading.memory, 1G)")
-    gr.add_argument("--cell-timeout", type=int, help="seconds per cell (default: grading.cell_timeout)")
+                    help=_("memory per submission (default: grading.memory, 1G)"))
+    gr.add_argument("--cell-timeout", type=int,
+                    help=_("seconds per cell (default: grading.cell_timeout)"))
     gr.add_argument("--notebook-timeout", type=int,
-                    help="seconds per notebook (default: grading.notebook_timeout)")
+                    help=_("seconds per notebook (default: grading.notebook_timeout)"))
     gr.add_argument("--gpus", type=_checked("gpus"),
-                    help="GPUs per submission: none, all, N or device=0,1 (default: grading.gpus)")
+                    help=_("GPUs per submission: none, all, N or device=0,1 (default: "
+                           "grading.gpus)"))
 
     rg = add(sub, "regress", cmd_regress,
-             "Run every course notebook with papermill in the course image; check metrics and "
-             "grading (solution full marks, released version zero); report tests an "
-             "always-equal answer passes.")
-    rg.add_argument("course", nargs="*", help="course ids (default: all in courses/)")
+             _("Run every course notebook with papermill in the course image; check metrics and "
+               "grading (solution full marks, released version zero); report tests an "
+               "always-equal answer passes."))
+    rg.add_argument("course", nargs="*", help=_("course ids (default: all in courses/)"))
     rg.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    rg.add_argument("--full", action="store_true", help="the full parameters (a classroom run)")
-    rg.add_argument("--out", default="regress-report", help="report folder (default: ./regress-report)")
-    rg.add_argument("--workers", type=int, help="notebooks at once (default: cores)")
-    rg.add_argument("--no-qa", action="store_true", help="skip the grading checks")
+    rg.add_argument("--full", action="store_true",
+                    help=_("the full parameters (a classroom run)"))
+    rg.add_argument("--out", default="regress-report",
+                    help=_("report folder (default: ./regress-report)"))
+    rg.add_argument("--workers", type=int, help=_("notebooks at once (default: cores)"))
+    rg.add_argument("--no-qa", action="store_true", help=_("skip the grading checks"))
     rg.add_argument("--strict-tests", action="store_true",
-                    help="fail when an always-equal answer passes a test (default: report it)")
-    rg.add_argument("--courses-dir", help="where the courses are (default: the repository's courses/)")
+                    help=_("fail when an always-equal answer passes a test (default: report "
+                           "it)"))
+    rg.add_argument("--courses-dir",
+                    help=_("where the courses are (default: the repository's courses/)"))
 
-    course = sub.add_parser("course", help="Courses as code.").add_subparsers(dest="sub",
-                                                                             required=True)
-    cl = add(course, "list", cmd_course_list, "List the courses and their assignments.")
-    cl.add_argument("--courses-dir", help="default: the repository's courses/")
+    course = group("course", _("Courses as code."))
+    cl = add(course, "list", cmd_course_list, _("List the courses and their assignments."))
+    cl.add_argument("--courses-dir", help=_("default: the repository's courses/"))
     add(course, "sync", cmd_course_sync,
-        "Make each course's nbgrader directory on the hub match its spec.")
+        _("Make each course's nbgrader directory on the hub match its spec."))
 
-    asg = sub.add_parser("assignment", help="Release, collect, grade, return feedback."
-                         ).add_subparsers(dest="sub", required=True)
-    for verb, text in (("release", "Generate the student version and release it to learners."),
-                       ("collect", "Take each learner's latest submission for grading."),
-                       ("grade", "Autograde the collected submissions in the sandbox."),
-                       ("feedback", "Generate feedback and hand each learner their own.")):
+    asg = group("assignment", _("Release, collect, grade, return feedback."))
+    for verb, text in (("release", _("Generate the student version and release it to "
+                                     "learners.")),
+                       ("collect", _("Take each learner's latest submission for grading.")),
+                       ("grade", _("Autograde the collected submissions in the sandbox.")),
+                       ("feedback", _("Generate feedback and hand each learner their own."))):
         ap = add(asg, verb, cmd_assignment, text)
         ap.add_argument("course")
         ap.add_argument("assignment")
         if verb == "grade":
-            ap.add_argument("--force", action="store_true", help="regrade graded submissions")
+            ap.add_argument("--force", action="store_true", help=_("regrade graded submissions"))
 
-    grades = sub.add_parser("grades", help="Grades.").add_subparsers(dest="sub", required=True)
+    grades = group("grades", _("Grades."))
     ge = add(grades, "export", cmd_grades_export,
-             "One row per learner and assignment, late penalties applied.")
+             _("One row per learner and assignment, late penalties applied."))
     ge.add_argument("course")
     ge.add_argument("--format", choices=["csv"], default="csv")
-    ge.add_argument("--out", help="file to write (default: standard output)")
+    ge.add_argument("--out", help=_("file to write (default: standard output)"))
 
-    se = add(sub, "settings", cmd_settings, "Print the settings in force, or their reference.")
-    se.add_argument("--reference", action="store_true", help="Markdown reference of all settings")
+    se = add(sub, "settings", cmd_settings,
+             _("Print the settings in force, or their reference."))
+    se.add_argument("--reference", action="store_true",
+                    help=_("Markdown reference of all settings"))
 
-    bench = sub.add_parser("bench", help="Benchmarks.").add_subparsers(dest="sub", required=True)
+    bench = group("bench", _("Benchmarks."))
     bs = add(bench, "spawn", cmd_bench_spawn,
-             "Spawn N learners at once: time to ready, to first `import torch`, memory each.")
+             _("Spawn N learners at once: time to ready, to first `import torch`, memory each."))
     bs.add_argument("--users", type=int, default=5)
-    bs.add_argument("--keep", action="store_true", help="leave the bench learners running")
+    bs.add_argument("--keep", action="store_true", help=_("leave the bench learners running"))
     bg = add(bench, "grade", cmd_bench_grade,
-             "Grade one class with stock `nbgrader autograde` and with `onelab grade`; compare.")
+             _("Grade one class with stock `nbgrader autograde` and with `onelab grade`; "
+               "compare."))
     bg.add_argument("--course", choices=["demo", "nbgrader-docs"], default="demo",
-                    help="demo: OneLab's generated class; nbgrader-docs: ps1 of nbgrader's "
-                         "documentation, the shipped example submissions in turn")
+                    help=_("demo: OneLab's generated class; nbgrader-docs: ps1 of nbgrader's "
+                           "documentation, the shipped example submissions in turn"))
     bg.add_argument("--students", type=int, default=20)
-    bg.add_argument("--workers", type=int, help="default: cores")
+    bg.add_argument("--workers", type=int, help=_("default: cores"))
     bg.add_argument("--flavour", choices=["python", "torch"], default="python",
-                    help="demo course only: torch adds a PyTorch training exercise (needs "
-                         "torch in .venv)")
+                    help=_("demo course only: torch adds a PyTorch training exercise (needs "
+                           "torch in .venv)"))
     bg.add_argument("--keep", metavar="DIR",
-                    help="leave both graded courses in DIR (ours/, stock/), with OneLab's "
-                         "per-submission timelines")
-    bg.add_argument("--image", help="course image (default: the learner image)")
+                    help=_("leave both graded courses in DIR (ours/, stock/), with OneLab's "
+                           "per-submission timelines"))
+    bg.add_argument("--image", help=_("course image (default: the learner image)"))
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command; its language from `environ` (default: this process's environment)."""
+    global _lang
+    _lang = i18n.cli_language(os.environ if environ is None else environ)
     args = build_parser().parse_args(argv)
     try:
         settings = load()
         return args.fn(settings, args)
     except OneLabError as e:
-        print(f"onelab: {e}", file=sys.stderr)
+        print(f"onelab: {e.translated(_)}", file=sys.stderr)
         return 2
 
 

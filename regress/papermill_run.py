@@ -18,40 +18,30 @@ from typing import Any
 
 import nbformat
 
-from onelab import dockerdoor
+from onelab import dockerdoor, i18n
+from onelab.i18n import N_
 
 METRICS_TAG = "metrics"
 
-# What stopped a notebook, in words: the English source strings and their Korean, in one place
-# (for the message catalogue, onelab/locale, to take over as they are). {cell} is the cell's
-# number as in the source notebook (its place from 1, markdown cells included, the cells
-# papermill adds not counted), as every other regression line counts.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "cell_timeout": (
-        "cell {cell} ran past its time limit of {limit} s and was stopped",
-        "{cell}번 셀이 제한 시간 {limit}초를 넘어 중단되었습니다"),
-    "notebook_timeout": (
-        "the notebook ran past its time limit of {limit} s and was stopped in cell {cell}",
-        "노트북이 제한 시간 {limit}초를 넘어 {cell}번 셀에서 중단되었습니다"),
-    "notebook_timeout_whole": (
-        "the notebook ran past its time limit of {limit} s and was stopped",
-        "노트북이 제한 시간 {limit}초를 넘어 중단되었습니다"),
-    "memory": (
-        "cell {cell} went over the memory limit of {limit} and was stopped",
-        "{cell}번 셀이 메모리 한도({limit})를 넘어 중단되었습니다"),
-    "memory_whole": (
-        "the notebook went over its memory limit of {limit} and was stopped",
-        "노트북이 메모리 한도({limit})를 넘어 중단되었습니다"),
-    "kernel_died": (
-        "the kernel died in cell {cell} (the notebook exited or crashed it)",
-        "{cell}번 셀에서 커널이 끝났습니다(노트북이 커널을 종료했거나 망가뜨렸습니다)"),
+# What stopped a notebook, in words: English msgids of OneLab's catalogue (their Korean is in
+# onelab/locale/ko/LC_MESSAGES/onelab.po). {cell} is the cell's number as in the source notebook
+# (its place from 1, markdown cells included, the cells papermill adds not counted), as every
+# other regression line counts.
+MESSAGES: dict[str, str] = {
+    "cell_timeout": N_("cell {cell} ran past its time limit of {limit} s and was stopped"),
+    "notebook_timeout": N_(
+        "the notebook ran past its time limit of {limit} s and was stopped in cell {cell}"),
+    "notebook_timeout_whole": N_(
+        "the notebook ran past its time limit of {limit} s and was stopped"),
+    "memory": N_("cell {cell} went over the memory limit of {limit} and was stopped"),
+    "memory_whole": N_("the notebook went over its memory limit of {limit} and was stopped"),
+    "kernel_died": N_("the kernel died in cell {cell} (the notebook exited or crashed it)"),
 }
 
 
 def say(key: str, lang: str = "en", **params: Any) -> str:
     """One of MESSAGES in English ("en") or Korean ("ko")."""
-    en, ko = MESSAGES[key]
-    return (ko if lang == "ko" else en).format(**params)
+    return i18n.gettext(lang)(MESSAGES[key]).format(**params)
 
 
 def stop_words(stop: dict[str, Any], lang: str = "en") -> str:

@@ -127,6 +127,8 @@ class Platform:
 def platform_env(prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONELAB_")}
     env.update({
+        # the tests read the CLI's English, whatever this machine's locale (onelab/i18n.py)
+        "ONELAB_LANG": "en",
         "ONELAB_STATE_DIR": str(state_dir),
         "ONELAB_HUB__PORT": str(free_port()),
         "ONELAB_HUB__PROXY_API_PORT": str(free_port()),

@@ -1,15 +1,18 @@
 """A limit that stops a cell or a notebook says so in words, naming the cell (its place in the
-notebook, from 1), the limit and that it was stopped; in English and Korean, from one table per
-component (graders/preprocessor.py STOP_MESSAGES, regress/papermill_run.py MESSAGES)."""
+notebook, from 1), the limit and that it was stopped; in English and Korean, English msgids from
+one table per component (graders/preprocessor.py STOP_MESSAGES, regress/papermill_run.py
+MESSAGES, graders/incontainer.py STOP_EN) and their Korean from OneLab's catalogue."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import string
 
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from graders import preprocessor
 from graders.execution import Execution
 from graders.preprocessor import (
     STOP_MESSAGES,
@@ -20,6 +23,7 @@ from graders.preprocessor import (
     merge,
     stop_words,
 )
+from onelab import i18n
 from onelab.dockerdoor import PipedRun
 from regress import papermill_run as pm
 from tests.unit.incontainer import runner as _runner
@@ -29,12 +33,37 @@ def _fields(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-@pytest.mark.parametrize("table", [STOP_MESSAGES, pm.MESSAGES], ids=["graders", "regress"])
-def test_every_message_has_its_korean_with_the_same_fields(table):
-    for key, (en, ko) in table.items():
-        assert en and ko and en != ko, key
-        assert _fields(en) == _fields(ko), key
-        assert any("\uac00" <= ch <= "\ud7a3" for ch in ko), key  # Hangul
+@pytest.mark.parametrize("table", [STOP_MESSAGES, pm.MESSAGES, _runner()["STOP_EN"]],
+                         ids=["graders", "regress", "runner"])
+def test_every_message_has_its_korean_in_the_catalogue_with_the_same_fields(table):
+    ko = i18n.gettext("ko")
+    catalogue = {m.id for m in i18n.catalog("ko")}
+    for key, en in table.items():
+        assert en in catalogue, key  # an N_-marked msgid, extracted
+        assert ko(en) != en, key
+        assert _fields(en) == _fields(ko(en)), key
+        assert any("\uac00" <= ch <= "\ud7a3" for ch in ko(en)), key  # Hangul
+
+
+def test_the_grading_service_reads_the_korean_from_its_own_copy_of_the_catalogue(
+        tmp_path, monkeypatch):
+    """In the course's grading service there is no onelab package: hub/formgrader.py copies
+    the .po beside graders/preprocessor.py and names it in ONELAB_LOCALE_DIR."""
+    from hub import formgrader
+
+    assert formgrader.INSIDE_FILES["locale/ko/LC_MESSAGES/onelab.po"] == i18n.po_path("ko")
+    copy = tmp_path / "locale" / "ko" / "LC_MESSAGES"
+    copy.mkdir(parents=True)
+    shutil.copy(i18n.po_path("ko"), copy / "onelab.po")
+    monkeypatch.setenv("ONELAB_LOCALE_DIR", str(tmp_path / "locale"))
+    assert preprocessor.locale_dir() == tmp_path / "locale"
+    for kind, en in STOP_MESSAGES.items():
+        assert preprocessor.translate(en, "ko") == i18n.gettext("ko")(en), kind
+    # without a catalogue the words stay English, and learners read them once, not twice
+    monkeypatch.setenv("ONELAB_LOCALE_DIR", str(tmp_path / "nowhere"))
+    en = stop_words("memory_whole", limit="1G")
+    assert stop_words("memory_whole", "ko", limit="1G") == en
+    assert korean(en) is None and for_learners(en) == en
 
 
 def test_the_words_name_the_cell_the_limit_and_that_it_was_stopped():
@@ -51,7 +80,7 @@ def test_the_words_name_the_cell_the_limit_and_that_it_was_stopped():
 def test_the_runners_english_is_the_hosts():
     ns = _runner()
     for kind, en in ns["STOP_EN"].items():
-        assert en == STOP_MESSAGES[kind][0], kind
+        assert en == STOP_MESSAGES[kind], kind
     assert ns["stop_reason"]({"kind": "memory", "limit": 512 << 20}, 2) == (
         "cell 3 went over the memory limit of 512 MiB and was stopped; the cells after it did "
         "not run")
