@@ -6,7 +6,6 @@ MESSAGES, graders/incontainer.py STOP_EN) and their Korean from OneLab's catalog
 from __future__ import annotations
 
 import json
-import shutil
 import string
 
 import pytest
@@ -25,6 +24,7 @@ from graders.preprocessor import (
 )
 from onelab import i18n
 from onelab.dockerdoor import PipedRun
+from onelab.settings import load
 from regress import papermill_run as pm
 from tests.unit.incontainer import runner as _runner
 
@@ -51,12 +51,15 @@ def test_the_grading_service_reads_the_korean_from_its_own_copy_of_the_catalogue
     the .po beside graders/preprocessor.py and names it in ONELAB_LOCALE_DIR."""
     from hub import formgrader
 
-    assert formgrader.INSIDE_FILES["locale/ko/LC_MESSAGES/onelab.po"] == i18n.po_path("ko")
-    copy = tmp_path / "locale" / "ko" / "LC_MESSAGES"
-    copy.mkdir(parents=True)
-    shutil.copy(i18n.po_path("ko"), copy / "onelab.po")
-    monkeypatch.setenv("ONELAB_LOCALE_DIR", str(tmp_path / "locale"))
-    assert preprocessor.locale_dir() == tmp_path / "locale"
+    folder = formgrader.write_config(load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path)}),
+                                     "c1")
+    po = folder / "locale" / "ko" / "LC_MESSAGES" / "onelab.po"
+    assert po.read_bytes() == i18n.po_path("ko").read_bytes()
+    assert (folder / "graders" / "preprocessor.py").is_file()
+    inside = formgrader.CONFIG_DIR + "/locale"
+    assert formgrader.LOCALE_DIR == inside  # box() names it in ONELAB_LOCALE_DIR
+    monkeypatch.setenv("ONELAB_LOCALE_DIR", str(folder / "locale"))
+    assert preprocessor.locale_dir() == folder / "locale"
     for kind, en in STOP_MESSAGES.items():
         assert preprocessor.translate(en, "ko") == i18n.gettext("ko")(en), kind
     # without a catalogue the words stay English, and learners read them once, not twice
