@@ -103,6 +103,11 @@ class Jobs:
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Jobs:
+        """One queue per hub: traitlets copies config values, and a copy would be a second
+        queue with a second idea of what runs (a thread pool cannot be copied anyway)."""
+        return self
+
     def calls(self) -> dict[str, Callable[..., Any]]:
         return {"release": coursework.release, "collect": coursework.collect,
                 "grade": coursework.grade, "feedback": coursework.feedback}
@@ -168,8 +173,9 @@ def gradebook(settings: Settings, course: Course) -> dict[str, Any]:
     rows = op(name, "scores", *[a.id for a in course.assignments])
     scores: dict[str, dict[str, float]] = {}
     top: dict[str, float] = {}
+    learners = set(course.all_learners())
     for r in rows:
-        if r["learner"] in course.all_learners():
+        if r["learner"] in learners:
             scores.setdefault(r["assignment"], {})[r["learner"]] = r["score"]
             top[r["assignment"]] = max(top.get(r["assignment"], 0.0), r["max_score"])
     return {"ready": True, "scores": scores, "max": top}

@@ -117,10 +117,10 @@ def test_learner_fetches_validates_submits_and_reads_feedback_in_the_browser(cla
     assert re.search(r"제출함|Submitted", item(page).inner_text())
     shot(page, "5-submitted")
 
-    # the instructor's side, as they run it
+    # the instructor's side: they collect with `onelab`, then grade and return the feedback
+    # from the course dashboard in their own browser
     assert "yuna" in p.cli("assignment", "collect", COURSE, ASSIGNMENT).stdout
-    p.cli("assignment", "grade", COURSE, ASSIGNMENT, timeout=600)
-    assert "ready for 1 learner" in p.cli("assignment", "feedback", COURSE, ASSIGNMENT).stdout
+    staff_grades_and_returns_feedback_in_the_browser(p, page.context.browser)
 
     page.locator("#onelab-assignments .onelab-refresh").click()
     wait_status(page, "graded")
@@ -153,3 +153,70 @@ def test_learner_fetches_validates_submits_and_reads_feedback_in_the_browser(cla
     outside = [u for u in page.requests if urlsplit(u).scheme not in ("data", "blob")
                and urlsplit(u).hostname not in LOCAL]
     assert not outside, f"the browser reached beyond this machine: {outside[:5]}"
+    learner_is_kept_out_of_staff_pages(p, page)
+
+
+def staff_grades_and_returns_feedback_in_the_browser(p, browser) -> None:
+    """The instructor's class home and course dashboard: the counts, the buttons (the CLI's
+    code, in the course's grading service) and the score chart, in Korean."""
+    p.add_learner("instructor", "instructor-pass-1")  # the course spec's instructor
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="ko-KR")
+    staff = ctx.new_page()
+    staff.requests = []
+    staff.on("request", lambda r: staff.requests.append(r.url))
+    staff.on("dialog", lambda d: d.accept())  # "return the feedback? learners see scores"
+    staff.goto(f"{p.url}hub/login?next=%2Fhub%2Fhome")
+    staff.fill("input[name=username]", "instructor")
+    staff.fill("input[name=password]", "instructor-pass-1")
+    staff.click("input[type=submit], button[type=submit]")
+    staff.wait_for_url("**/hub/home", timeout=60_000)
+    home = staff.locator(f".onelab-teaching[data-course='{COURSE}']")
+    assert "내가 가르치는 과목" in staff.inner_text("body")
+    row = home.locator(f"tr[data-assignment='{ASSIGNMENT}']")
+    assert row.locator(".onelab-submitted").inner_text().strip() == "1 / 1"
+    staff.screenshot(path=str(ARTIFACTS / "assignments-staff-1-home.png"))
+
+    home.locator("a.onelab-dashboard").click()
+    staff.wait_for_url(f"**/hub/onelab/courses/{COURSE}", timeout=30_000)
+    card = staff.locator(f".onelab-assignment-card[data-assignment='{ASSIGNMENT}']")
+    assert card.locator(".onelab-submitted strong").inner_text().strip() == "1 / 1"
+    assert card.locator(".onelab-graded strong").inner_text().strip() == "0 / 1"
+
+    def act(action: str) -> str:
+        staff.evaluate("window.onelabBefore = true")
+        card.locator(f"button.onelab-action[data-action='{action}']").click()
+        # the job ends, and the page reloads with the course's new counts and its report
+        staff.wait_for_function("() => !window.onelabBefore && "
+                                "document.querySelector('#onelab-job[data-state]')",
+                                timeout=600_000)
+        message = staff.inner_text("#onelab-job")
+        assert staff.get_attribute("#onelab-job", "data-state") == "done", message
+        return message
+
+    assert "채점 1건, 실패 0건" in act("grade")
+    assert card.locator(".onelab-graded strong").inner_text().strip() == "1 / 1"
+    bars = card.locator(".onelab-chart .onelab-bar")
+    counts = {b.get_attribute("data-label"): int(b.get_attribute("data-count"))
+              for b in bars.all()}
+    assert counts == {"0": 0, "1": 0, "2": 0, "3": 0, "4": 0, "5": 1}  # yuna's 5 of 5
+    assert card.locator(".onelab-chart rect").nth(5).bounding_box()["height"] > 50  # drawn
+    staff.screenshot(path=str(ARTIFACTS / "assignments-staff-2-graded.png"))
+    assert "yuna" in act("feedback")
+    assert card.locator(".onelab-returned strong").inner_text().strip() == "1"
+    staff.screenshot(path=str(ARTIFACTS / "assignments-staff-3-returned.png"))
+    outside = [u for u in staff.requests if urlsplit(u).scheme not in ("data", "blob")
+               and urlsplit(u).hostname not in LOCAL]
+    assert not outside, f"the staff's browser reached beyond this machine: {outside[:5]}"
+    ctx.close()
+
+
+def learner_is_kept_out_of_staff_pages(p, page) -> None:
+    """403 from the dashboard and its actions, and no staff tools on the learner's home."""
+    response = page.goto(f"{p.url}hub/onelab/courses/{COURSE}")
+    assert response.status == 403
+    page.goto(f"{p.url}hub/home")
+    assert page.locator(".onelab-teaching, .onelab-dashboard, .onelab-action").count() == 0
+    status = page.evaluate("""(url) => fetch(url, {method: "POST", credentials: "same-origin",
+        headers: {"X-XSRFToken": window.jhdata.xsrf_token}}).then(r => r.status)""",
+        f"{p.url}hub/onelab/courses/{COURSE}/assignments/{ASSIGNMENT}/release")
+    assert status == 403
