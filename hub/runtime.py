@@ -101,6 +101,15 @@ def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -
     return Proc(name, p.pid)
 
 
+def proxy_command(settings: Settings, gateway: str) -> list[str]:
+    """configurable-http-proxy's command line: the public port, its API on loopback, and the
+    hub's error page for routes it does not know."""
+    h = settings.hub
+    return [chp_binary(), "--ip", h.ip, "--port", str(h.port),
+            "--api-ip", "127.0.0.1", "--api-port", str(h.proxy_api_port),
+            "--error-target", f"http://{gateway}:{h.hub_port}{h.base_url}hub/error"]
+
+
 def preflight(settings: Settings) -> str:
     """Everything `up` needs, each failure a one-line error; returns the learner image."""
     dockerdoor.client()
@@ -158,11 +167,7 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
                 raise OneLabError(N_("port {host}:{port} is in use by another program; stop it "
                                      "or set hub.port / hub.proxy_api_port"), host=host, port=port)
         env_p = dict(env, CONFIGPROXY_AUTH_TOKEN=proxy_token(settings.state_dir))
-        proxy = _spawn(settings, "proxy", [
-            chp_binary(), "--ip", h.ip, "--port", str(h.port),
-            "--api-ip", "127.0.0.1", "--api-port", str(h.proxy_api_port),
-            "--error-target", f"http://{gateway}:{h.hub_port}{h.base_url}hub/error",
-        ], env_p)
+        proxy = _spawn(settings, "proxy", proxy_command(settings, gateway), env_p)
         echo(f"proxy started (pid {proxy.pid}) on {settings.public_url}")
     hub = process(settings, "hub")
     if not hub.alive:
