@@ -51,8 +51,9 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     for trait, value in dockerdoor.spawner_settings(learner_policy(settings)).items():
         setattr(d, trait, value)
     d.pull_policy = "never"  # images are built here, never pulled (offline classrooms)
-    # the learner's language on the hub's pages, for OneLab's own panels in their JupyterLab
-    # (JupyterHub calls an environment value that is callable with the spawner)
+    # the learner's language on the hub's pages, for JupyterLab's menus and OneLab's own panels
+    # (images/learner/jupyter/jupyter_server_config.py reads it at each start; JupyterHub calls
+    # an environment value that is callable with the spawner)
     d.environment = {**dict(d.environment or {}), "ONELAB_LANG": _language_of(settings)}
     d.prefix = s.container_prefix
     d.name_template = "{prefix}-{username}"

@@ -71,24 +71,96 @@ def test_installed_packages_are_exactly_the_lock(image):
     assert out["check"] == 0, out["check_out"]
 
 
-def test_learners_get_learner_tools_in_korean(image):
+def test_learners_get_learner_tools(image):
     out = json.loads(run_in(image, (
-        "import json, subprocess, sys\n"
+        "import json, subprocess\n"
         "ext = subprocess.run(['jupyter', 'server', 'extension', 'list'], capture_output=True,"
         " text=True)\n"
         "lab = subprocess.run(['jupyter', 'labextension', 'list'], capture_output=True, text=True)\n"
-        "ov = json.load(open(sys.prefix + '/share/jupyter/lab/settings/overrides.json'))\n"
-        "print(json.dumps({'ext': ext.stdout + ext.stderr, 'lab': lab.stdout + lab.stderr, "
-        "'ov': ov}))"
+        "print(json.dumps({'ext': ext.stdout + ext.stderr, 'lab': lab.stdout + lab.stderr}))"
     )))
-    assert out["ov"]["@jupyterlab/translation-extension:plugin"]["locale"] == "ko_KR"
-    assert out["ov"]["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
     ext = re.sub(r"\x1b\[[0-9;]*m", "", out["ext"])
     assert "nbgrader.server_extensions.assignment_list enabled" in ext
     assert "nbgrader.server_extensions.formgrader disabled" in ext
     assert "nbgrader.server_extensions.course_list disabled" in ext
     assert "@jupyter/nbgrader:create-assignment" in out["lab"]  # listed as disabled
     assert "@jupyter/nbgrader:formgrader" in out["lab"]
+
+
+# Starts the image's Jupyter server once per case ([ONELAB_LANG or None, the learner's own
+# Settings > Language choice or None]) and reads JupyterLab's settings API as the page does.
+LAB_LANGUAGE = r"""
+import json, os, pathlib, subprocess, sys, time, urllib.request
+from jupyter_core.paths import jupyter_config_dir
+
+TRANSLATION = "@jupyterlab/translation-extension:plugin"
+NOTIFICATION = "@jupyterlab/apputils-extension:notification"
+# where Settings > Language keeps the learner's choice (~/.jupyter/lab/user-settings/...)
+CHOICE = pathlib.Path(jupyter_config_dir(), "lab/user-settings/@jupyterlab/translation-extension")
+
+
+def get(name):
+    request = urllib.request.Request("http://127.0.0.1:8888/lab/api/settings/" + name,
+                                     headers={"Authorization": "token t"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+def start(lang, choice):
+    env = {k: v for k, v in os.environ.items() if k != "ONELAB_LANG"}
+    if lang:
+        env["ONELAB_LANG"] = lang
+    if choice:
+        CHOICE.mkdir(parents=True, exist_ok=True)
+        (CHOICE / "plugin.jupyterlab-settings").write_text(json.dumps({"locale": choice}))
+    server = subprocess.Popen(
+        ["jupyter", "server", "--no-browser", "--port=8888", "--IdentityProvider.token=t"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(120):
+            try:
+                translation, notification = get(TRANSLATION), get(NOTIFICATION)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            server.kill()
+            return {"error": server.communicate()[0][-3000:]}
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(20)
+        if choice:
+            (CHOICE / "plugin.jupyterlab-settings").unlink()
+    default = translation["schema"]["properties"]["locale"]["default"]
+    return {"default": default,
+            # what JupyterLab's page uses: the learner's setting, else the default
+            "composite": translation["settings"].get("locale", default),
+            "fetchNews": notification["schema"]["properties"]["fetchNews"]["default"]}
+
+
+print(json.dumps([start(lang, choice) for lang, choice in json.loads(sys.argv[1])]))
+"""
+
+
+def test_jupyterlab_speaks_the_learners_onelab_language(image):
+    """JupyterLab's menus follow ONELAB_LANG (the hub's language for this learner), decided at
+    each server start, on a read-only root as the learner runs it; the other defaults stay, and
+    a language the learner picked in Settings > Language still wins."""
+    cases = [["en", None], ["ko", None], [None, None], ["en", "ko_KR"]]
+    out = dockerdoor.client().containers.run(
+        image, ["python", "-c", LAB_LANGUAGE, json.dumps(cases)], remove=True,
+        network_mode="none", read_only=True, user="1000:1000",
+        tmpfs={"/tmp": "mode=1777", "/home/learner": "uid=1000,gid=1000"},
+        labels={"onelab.role": "test"})
+    en, ko, unset, chosen = json.loads(out.decode())
+    for result in (en, ko, unset, chosen):
+        assert "error" not in result, result.get("error")
+        assert result["fetchNews"] == "false"
+    assert en["default"] == en["composite"] == "en"
+    assert ko["default"] == ko["composite"] == "ko_KR"
+    assert unset["composite"] == "ko_KR"  # Korean first
+    assert chosen["default"] == "en" and chosen["composite"] == "ko_KR"
 
 
 def test_hangul_font_for_plots(image):

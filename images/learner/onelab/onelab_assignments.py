@@ -71,7 +71,8 @@ _CATALOGUES = {}
 
 
 def language():
-    """The learner's language: what the hub passed (ONELAB_LANG), Korean by default."""
+    """The learner's language: what the hub passed (ONELAB_LANG), Korean by default. It is
+    JupyterLab's default locale too (jupyter_server_config.py in the image)."""
     lang = (os.environ.get("ONELAB_LANG") or "ko").split("_")[0].split("-")[0].lower()
     return lang if lang in LANGUAGES else "ko"
 
