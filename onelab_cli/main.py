@@ -373,6 +373,19 @@ def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(s: Settings, a: argparse.Namespace) -> int:
+    from hub.loadbench import bench_load, render
+
+    result = bench_load(s, users=a.users, api_calls=a.api_calls, spawn=a.spawn, keep=a.keep,
+                        prefix=a.prefix)
+    if a.json:
+        _echo(json.dumps(result, ensure_ascii=False))
+    else:
+        for line in render(result, _):
+            _echo(line)
+    return 0 if result["passed"] else 1
+
+
 def _checked(field: str) -> Callable[[str], str]:
     """An argparse type that checks a value as settings.grading.<field> would."""
     from pydantic import ValidationError
@@ -549,6 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
              _("Spawn N learners at once: time to ready, to first `import torch`, memory each."))
     bs.add_argument("--users", type=int, default=5)
     bs.add_argument("--keep", action="store_true", help=_("leave the bench learners running"))
+    bl = add(bench, "load", cmd_bench_load,
+             _("Many learners at once against the running hub: logins, API calls, server "
+               "starts; every response counted, any 5xx fails."))
+    bl.add_argument("--users", type=int, default=30, help=_("learners who log in at once"))
+    bl.add_argument("--api-calls", type=int, default=300,
+                    help=_("REST API calls, shared among the learners, made at once"))
+    bl.add_argument("--spawn", type=int, default=10,
+                    help=_("learners who start their server at once, while the API calls run"))
+    bl.add_argument("--json", action="store_true", help=_("the figures as JSON"))
+    bl.add_argument("--prefix", default="load-",
+                    help=_("the bench learners' names: PREFIX01, PREFIX02, ..."))
+    bl.add_argument("--keep", action="store_true",
+                    help=_("leave the bench learners, their accounts and servers"))
     bg = add(bench, "grade", cmd_bench_grade,
              _("Grade one class with stock `nbgrader autograde` and with `onelab grade`; "
                "compare."))
