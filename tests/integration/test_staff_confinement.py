@@ -106,8 +106,10 @@ def test_the_grading_service_runs_confined_with_no_platform_file_or_secret(cours
                for f in ("admin-api-token", "proxy-auth-token", "jupyterhub_cookie_secret")
                if (s.state_dir / f).exists()]
     assert secrets and not any(v in env.values() for v in secrets)
-    assert not {k for k in env if k.startswith("ONELAB_")} - {"ONELAB_COURSE",
-                                                              "ONELAB_EXCHANGE_URL"}
+    # the course, the exchange's URL and where the image keeps OneLab's translations: no more
+    assert not {k for k in env if k.startswith("ONELAB_")} - {
+        "ONELAB_COURSE", "ONELAB_EXCHANGE_URL", "ONELAB_LOCALE_DIR"}
+    assert not env.get("ONELAB_LOCALE_DIR", "/opt").startswith(str(s.state_dir))
     code, out = ctr.exec_run(["python3", "-c", (
         "import os\n"
         "found = []\n"
