@@ -234,6 +234,7 @@ def list_on_hub(settings: Settings, names: list[str] | None = None) -> list[str]
     Returns lines for the operator."""
     from hub.state import admin_token
     from onelab.hubclient import Hub, HubError
+    from onelab.tls import verify_for
 
     if settings.auth.kind != "local":
         return ["note: with auth.kind oauth the identity provider decides who logs in; the hub "
@@ -241,7 +242,7 @@ def list_on_hub(settings: Settings, names: list[str] | None = None) -> list[str]
     accounts = Accounts(settings.db_url, settings.auth.min_password_length)
     wanted = {a.name: a.admin or a.name in settings.hub.admin_users for a in accounts.all()
               if names is None or a.name in names}
-    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    hub = Hub(settings.public_url, admin_token(settings.state_dir), verify=verify_for(settings))
     if not hub.healthy():
         who = ", ".join(sorted(wanted)) if names is not None else "every account"
         return [f"the hub is not running; it puts {who} on its user list when it starts"]
@@ -369,9 +370,10 @@ def remove_user(settings: Settings, name: str, *, delete_home: bool = False,
     from images.table import learner_image
     from onelab import dockerdoor
     from onelab.hubclient import Hub
+    from onelab.tls import verify_for
 
     accounts = Accounts(settings.db_url, settings.auth.min_password_length)
-    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    hub = Hub(settings.public_url, admin_token(settings.state_dir), verify=verify_for(settings))
     if not hub.healthy():
         raise AccountError(N_("the hub is not running at {url}, and only the hub can revoke "
                               "{name}'s tokens and sessions: start the platform (`onelab up "

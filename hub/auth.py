@@ -5,21 +5,27 @@ breaks logins on JupyterHub 6 (its LoginHandler lacks ``statsd``). It uses Jupyt
 login form and checks passwords against :mod:`hub.accounts`, and it keeps the hub's user list
 (the admin page, ``/hub/api/users``) in step with the accounts at every hub start
 (:func:`sync_roster`); while the hub runs, ``onelab users`` keeps it in step through the API.
+Wrong passwords lock an account, and an address, for a while (:mod:`hub.lockout`); the login
+page says so in the reader's language.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub.auth import Authenticator
+from tornado import web
 from traitlets import Integer, Unicode, default
 from traitlets.config import Config
 
 from hub import roles
 from hub._config import extend
 from hub.accounts import Account, Accounts
+from hub.lockout import ADDRESS, Entry, Lockout, Policy, client_address
+from onelab import i18n
 from onelab.settings import Settings
 
 
@@ -28,6 +34,18 @@ class LocalAccountsAuthenticator(Authenticator):
 
     db_url = Unicode(help="Database holding onelab_accounts (the hub's own).").tag(config=True)
     min_password_length = Integer(8).tag(config=True)
+    # The lock-out policy (hub/lockout.py), from settings.auth.lockout.
+    max_failures = Integer(Policy.max_failures, help="Wrong passwords for one account within "
+                           "failure_window that lock it (0: never).").tag(config=True)
+    address_max_failures = Integer(Policy.address_max_failures, help="Failed logins from one "
+                                   "client address within failure_window that lock the "
+                                   "address (0: never).").tag(config=True)
+    failure_window = Integer(Policy.window, help="Seconds in which failures are counted.").tag(
+        config=True)
+    lock_seconds = Integer(Policy.lock_time, help="Seconds of a first lock; a repeat within a "
+                           "day doubles it.").tag(config=True)
+    max_lock_seconds = Integer(Policy.max_lock_time, help="Longest lock, in seconds.").tag(
+        config=True)
 
     @default("allow_all")
     def _allow_all_default(self) -> bool:
@@ -43,18 +61,40 @@ class LocalAccountsAuthenticator(Authenticator):
             self._accounts = Accounts(self.db_url, self.min_password_length)
         return self._accounts
 
+    _lockout: Lockout | None = None
+
+    @property
+    def lockout(self) -> Lockout:
+        if self._lockout is None:
+            self._lockout = Lockout(self.accounts.engine, Policy(
+                self.max_failures, self.address_max_failures, self.failure_window,
+                self.lock_seconds, self.max_lock_seconds))
+        return self._lockout
+
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         name = self.normalize_username((data.get("username") or "").strip())
         password = data.get("password") or ""
         if not name or not password:
             return None
-        # scrypt is deliberately slow: keep it off the hub's event loop.
-        account = await asyncio.get_running_loop().run_in_executor(
-            None, self.accounts.verify, name, password
-        )
+        hub = getattr(handler, "hub", None)
+        address = client_address(handler.request, [getattr(hub, "ip", "")])
+        # scrypt is deliberately slow, and the lock table is a database: off the event loop.
+        run = asyncio.get_running_loop().run_in_executor
+        lock = await run(None, self.lockout.attempt, name, address)
+        if lock is not None:
+            self.log.warning("Login refused for %s from %s: %s %s is locked until %s UTC",
+                             name, address, lock.kind, lock.key, lock.locked_until)
+            raise locked_error(handler, lock)
+        account = await run(None, self.accounts.verify, name, password)
         if account is None:
-            self.log.warning("Failed login for %s", name)
+            lock = await run(None, self.lockout.failed, name, address)
+            self.log.warning("Failed login for %s from %s", name, address)
+            if lock is not None:
+                self.log.warning("Locked %s %s until %s UTC (lock %d in a row)", lock.kind,
+                                 lock.key, lock.locked_until, lock.locks)
+                raise locked_error(handler, lock)
             return None
+        await run(None, self.lockout.succeeded, account.name, address)
         return {"name": account.name, "admin": account.admin or name in self.admin_users}
 
     def check_allow_config(self) -> None:
@@ -78,6 +118,34 @@ class LocalAccountsAuthenticator(Authenticator):
             self.log.warning("Roster: %s's server was recorded as running; its container may "
                              "still run: `onelab users remove %s` removes it and keeps their "
                              "home aside", name, name)
+
+
+LOCKED = {
+    "account": i18n.N_("Too many failed logins: this account is locked until {time} (about "
+                       "{minutes} min). Your teacher can unlock it sooner."),
+    "address": i18n.N_("Too many failed logins from this computer: logging in from it is "
+                       "paused until {time} (about {minutes} min)."),
+}
+"""What the login page says while an account or an address is locked."""
+
+
+def locked_error(handler: Any, lock: Entry) -> web.HTTPError:
+    """429 whose message JupyterHub's login page shows as its error (LoginHandler renders a
+    failed form POST's error page as the form with ``login_error``), in the page's language:
+    the one OneLab's language switch decides (hub/preferences.py), as the page itself will."""
+    assert lock.locked_until is not None
+    now = datetime.now(UTC)
+    until = lock.locked_until.replace(tzinfo=UTC)
+    seconds = max(int((until - now).total_seconds()), 1)
+    pick = (getattr(handler, "settings", None) or {}).get("template_vars", {}).get(
+        i18n.TEMPLATE_VAR)
+    lang = i18n.normalize(pick(None) if callable(pick) else pick) or i18n.DEFAULT
+    message = i18n.gettext(lang)(LOCKED[ADDRESS if lock.kind == ADDRESS else "account"])
+    error = web.HTTPError(429, "login locked")
+    error.jupyterhub_message = message.format(  # type: ignore[attr-defined]
+        time=until.astimezone().strftime("%H:%M"), minutes=-(-seconds // 60))
+    error.headers = {"Retry-After": str(seconds)}  # type: ignore[attr-defined]
+    return error
 
 
 def config_users(app: Any) -> set[str]:
@@ -126,6 +194,12 @@ def configure_auth(c: Config, settings: Settings) -> None:
         c.JupyterHub.authenticator_class = LocalAccountsAuthenticator
         c.LocalAccountsAuthenticator.db_url = settings.db_url
         c.LocalAccountsAuthenticator.min_password_length = settings.auth.min_password_length
+        lk = settings.auth.lockout
+        c.LocalAccountsAuthenticator.max_failures = lk.max_failures
+        c.LocalAccountsAuthenticator.address_max_failures = lk.address_max_failures
+        c.LocalAccountsAuthenticator.failure_window = lk.window
+        c.LocalAccountsAuthenticator.lock_seconds = lk.lock_time
+        c.LocalAccountsAuthenticator.max_lock_seconds = lk.max_lock_time
         return
     o = settings.auth.oauth
     missing = [k for k in ("client_id", "client_secret", "authorize_url", "token_url",

@@ -21,6 +21,7 @@ from onelab import dockerdoor
 from onelab.errors import OneLabError
 from onelab.hubclient import Hub
 from onelab.settings import Settings
+from onelab.tls import verify_for
 
 FIRST_CELL = "import torch\nprint(torch.__version__, torch.ones(3).sum().item())"
 
@@ -55,11 +56,12 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
     if users < 1:
         raise OneLabError("--users must be at least 1")
     try:
-        requests.get(f"{settings.public_url}hub/health", timeout=3).raise_for_status()
+        requests.get(f"{settings.public_url}hub/health", timeout=3,
+                     verify=verify_for(settings)).raise_for_status()
     except requests.RequestException:
         raise OneLabError(f"no hub answers at {settings.public_url}; run `onelab up --detach` "
                           "first") from None
-    hub = Hub(settings.public_url, admin_token(settings.state_dir))
+    hub = Hub(settings.public_url, admin_token(settings.state_dir), verify=verify_for(settings))
     names = [f"bench-{i:02d}" for i in range(1, users + 1)]
     for n in names:
         hub.ensure_user(n)

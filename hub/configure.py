@@ -12,6 +12,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from hub.audit import configure_audit
 from hub.auth import configure_auth
 from hub.classroom import configure_class_home
 from hub.courses import configure_courses, course_specs
@@ -21,6 +22,7 @@ from hub.services import configure_services
 from hub.spawner import configure_spawner
 from hub.staff_home import configure_staff_home
 from hub.state import proxy_token, read_runtime
+from hub.tls import configure_tls
 from onelab.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +50,10 @@ def configure_hub(c: Config, settings: Settings, gateway: str) -> None:
 
 
 def configure_proxy(c: Config, settings: Settings) -> None:
-    c.ConfigurableHTTPProxy.should_start = False  # `onelab up` runs it, so it outlives hub restarts
+    # supervisord runs it (hub/supervise.py), so it outlives hub restarts; the hub puts the
+    # routes back when it restarts (hub/proxy.py)
+    c.JupyterHub.proxy_class = "hub.proxy.SupervisedProxy"
+    c.ConfigurableHTTPProxy.should_start = False
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = proxy_token(settings.state_dir)
 
@@ -61,7 +66,9 @@ def configure(c: Config, settings: Settings) -> None:
     courses = course_specs(settings)
     configure_hub(c, settings, gateway)
     configure_proxy(c, settings)
+    configure_tls(c, settings)
     configure_auth(c, settings)
+    configure_audit(c, settings)
     configure_language(c, settings)
     configure_class_home(c, settings)
     configure_staff_home(c, settings)

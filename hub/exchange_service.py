@@ -269,6 +269,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[exchange %(levelname)s] %(message)s")
     from urllib.parse import urlparse
 
+    from hub.lifeline import bind_patiently, die_with_parent
+
+    die_with_parent()  # a killed hub takes its exchange along (hub/lifeline.py)
+
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/onelab-exchange/")
     # Who a token belongs to is asked of the hub again after 5 s (JupyterHub's default keeps
@@ -282,7 +286,8 @@ def main() -> None:
                    json.loads(os.environ.get("EXCHANGE_GRADING") or "{}"))
     # Requests other than a submission carry no body; a submission raises its own cap to
     # exchange.max_upload in prepare(). A body that stops arriving is dropped after an hour.
-    app.listen(url.port, address=url.hostname, max_body_size=64 * 1024, body_timeout=3600)
+    bind_patiently(lambda: app.listen(url.port, address=url.hostname, max_body_size=64 * 1024,
+                                      body_timeout=3600))
     log.info("exchange for %d course(s) on %s; limits %s", len(courses.by_id), url.geturl(),
              limits.model_dump())
     ioloop.IOLoop.current().start()

@@ -20,6 +20,7 @@ that staff put into the course directory.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
@@ -310,7 +311,15 @@ async def forward(listen_port: int, target: str, target_port: int,
             return
         await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
+    server = None
+    deadline = time.monotonic() + 20
+    while server is None:  # a killed hub's manager may still be letting go of the port
+        try:
+            server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     async with server:
         while alive():
             await asyncio.sleep(1)
@@ -320,8 +329,10 @@ def main() -> None:
     from urllib.parse import urlparse
 
     from hub.coursework import course_root, find_course
+    from hub.lifeline import die_with_parent
     from onelab.settings import load
 
+    die_with_parent()  # SIGTERM when the hub dies, even by SIGKILL: stop() below, then cleanup
     course_id = sys.argv[1]
     settings = load()
     course = find_course(settings, course_id)

@@ -205,9 +205,11 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
     if settings.auth.kind != "local":
         raise OneLabError(N_("onelab bench load logs learners in with local accounts; "
                              "auth.kind is {kind}"), kind=settings.auth.kind)
-    url = settings.public_url
+    from onelab.tls import verify_for
+
+    url, verify = settings.public_url, verify_for(settings)
     try:
-        requests.get(f"{url}hub/health", timeout=3).raise_for_status()
+        requests.get(f"{url}hub/health", timeout=3, verify=verify).raise_for_status()
     except requests.RequestException:
         raise OneLabError(N_("no hub answers at {url}; run `onelab up --detach` first"),
                           url=url) from None
@@ -217,6 +219,8 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
     passwords = _make_learners(settings, names)
     rec = Recorder()
     sessions = {n: requests.Session() for n in names}
+    for http in sessions.values():
+        http.verify = verify
     logged_in: set[str] = set()
     ready: dict[str, float] = {}
     failures: dict[str, str] = {}

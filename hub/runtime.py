@@ -1,74 +1,41 @@
-"""Run the platform's processes: configurable-http-proxy and JupyterHub, supervised by `onelab`.
+"""Run the platform: prepare what the hub needs, then supervisord runs configurable-http-proxy
+and JupyterHub and brings either back when it dies (hub/supervise.py).
 
-The proxy runs on its own (JupyterHub's ``should_start = False``) so that restarting the hub
-keeps every learner's route, and learner servers outlive the hub (``cleanup_servers = False``).
-Both processes are started in their own sessions, with pid files and logs in the state
-directory, so ``onelab up --detach`` returns and ``onelab down`` finds them again.
+The proxy is its own program (JupyterHub's ``should_start = False``) so that a hub restart
+keeps every learner's route, and learner servers outlive the hub (``cleanup_servers = False``);
+a restarted proxy gets its routes back from the hub within seconds (hub/proxy.py). Pid files,
+logs and supervisord's socket live in the state directory, so ``onelab up --detach`` returns,
+a second ``onelab up`` adopts what runs, and ``onelab down`` stops it all.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from hub import firewall
+from hub import firewall, supervise
 from hub.formgrader import choose_ports
+from hub.lifeline import port_free
 from hub.state import admin_token, ensure_state_dir, proxy_token, write_runtime
 from images.table import learner_image
-from onelab import dockerdoor
+from onelab import dockerdoor, tls
 from onelab.errors import OneLabError
 from onelab.i18n import N_
 from onelab.settings import Settings, config_file
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HUB_CONFIG = REPO_ROOT / "jupyterhub_config.py"
 Echo = Callable[[str], None]
 
 
-@dataclass
-class Proc:
-    name: str
-    pid: int | None
-
-    @property
-    def alive(self) -> bool:
-        return self.pid is not None and _alive(self.pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _pidfile(settings: Settings, name: str) -> Path:
-    return settings.state_dir / f"{name}.pid"
-
-
-def process(settings: Settings, name: str) -> Proc:
-    path = _pidfile(settings, name)
-    try:
-        return Proc(name, int(path.read_text().strip()))
-    except (OSError, ValueError):
-        return Proc(name, None)
+def process(settings: Settings, name: str) -> int | None:
+    """The pid of the proxy or the hub when it runs (as supervisord reports it)."""
+    info = supervise.states(settings).get(name)
+    return info["pid"] if info and info["state"] in supervise.UP else None
 
 
 def chp_binary() -> str:
@@ -82,32 +49,20 @@ def chp_binary() -> str:
     return found
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> Proc:
-    log = settings.state_dir / "logs" / f"{name}.log"
-    with log.open("ab") as fh:
-        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             cwd=settings.state_dir, env=env, start_new_session=True)
-    _pidfile(settings, name).write_text(f"{p.pid}\n")
-    return Proc(name, p.pid)
-
-
 def proxy_command(settings: Settings, gateway: str) -> list[str]:
     """configurable-http-proxy's command line: the public port, its API on loopback, and the
-    hub's error page for routes it does not know."""
+    hub's error page for routes it does not know. With hub.tls the public port speaks only
+    TLS, with the certificate onelab.tls makes (or renews) here, or the operator's."""
     h = settings.hub
-    return [chp_binary(), "--ip", h.ip, "--port", str(h.port),
-            "--api-ip", "127.0.0.1", "--api-port", str(h.proxy_api_port),
-            "--error-target", f"http://{gateway}:{h.hub_port}{h.base_url}hub/error"]
+    cmd = [chp_binary(), "--ip", h.ip, "--port", str(h.port),
+           "--api-ip", "127.0.0.1", "--api-port", str(h.proxy_api_port),
+           "--error-target", f"http://{gateway}:{h.hub_port}{h.base_url}hub/error"]
+    files = tls.ensure(settings)
+    if files is not None:
+        cmd += ["--ssl-cert", str(files.cert), "--ssl-key", str(files.key)]
+        if h.http_redirect_port is not None:
+            cmd += ["--redirect-port", str(h.http_redirect_port), "--redirect-to", str(h.port)]
+    return cmd
 
 
 def preflight(settings: Settings) -> str:
@@ -159,43 +114,54 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     cfg = config_file()
     if cfg is not None:
         env["ONELAB_CONFIG"] = str(cfg.resolve())
-    proxy = process(settings, "proxy")
-    if not proxy.alive:
-        h = settings.hub
-        for host, port in ((h.ip, h.port), ("127.0.0.1", h.proxy_api_port)):
-            if not _port_free(host, port):
-                raise OneLabError(N_("port {host}:{port} is in use by another program; stop it "
-                                     "or set hub.port / hub.proxy_api_port"), host=host, port=port)
-        env_p = dict(env, CONFIGPROXY_AUTH_TOKEN=proxy_token(settings.state_dir))
-        proxy = _spawn(settings, "proxy", proxy_command(settings, gateway), env_p)
-        echo(f"proxy started (pid {proxy.pid}) on {settings.public_url}")
-    hub = process(settings, "hub")
-    if not hub.alive:
-        # grading services whose manager died with a killed hub: the new hub starts its own
+    running = supervise.supervisord_pid(settings)
+    if running:
+        for name in supervise.ensure_started(settings):
+            echo(f"{name} started again")
+        echo(f"adopted the running platform (supervisord pid {running})")
+    else:
+        # what a killed supervisord, hub or older OneLab left behind: the new ones need the
+        # ports, and grading services whose manager died start afresh with the hub
+        supervise.clear_orphans(settings, echo)
         dockerdoor.remove_containers("formgrader", **{"onelab.instance":
                                                       settings.spawner.container_prefix})
+        h = settings.hub
+        for host, port in ((h.ip, h.port), ("127.0.0.1", h.proxy_api_port)):
+            if not port_free(host, port):
+                raise OneLabError(N_("port {host}:{port} is in use by another program; stop it "
+                                     "or set hub.port / hub.proxy_api_port"), host=host, port=port)
+        if not port_free(gateway, h.hub_port):
+            raise OneLabError(N_("port {host}:{port} is in use; set hub.hub_port"), host=gateway,
+                              port=h.hub_port)
         write_runtime(settings.state_dir, gateway=gateway,
                       formgrader_ports=choose_ports(settings, courses))
-        if not _port_free(gateway, settings.hub.hub_port):
-            raise OneLabError(N_("port {host}:{port} is in use; set hub.hub_port"), host=gateway,
-                              port=settings.hub.hub_port)
-        hub = _spawn(settings, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
-                     env)
-        echo(f"hub started (pid {hub.pid})")
+        pid = supervise.start(settings, env)
+        echo(f"supervisord started (pid {pid}): the proxy on {settings.public_url}, the hub")
     wait_healthy(settings, wait)
 
 
 def wait_healthy(settings: Settings, timeout: float) -> None:
-    url = f"{settings.public_url}hub/health"
+    """Until the hub answers through the proxy. A program that exits while it starts is a
+    mistake to report (a bad setting, a port taken), not to retry forever: then everything
+    stops and the error names the program and its last words."""
+    url, verify = f"{settings.public_url}hub/health", tls.verify_for(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for p in (process(settings, "hub"), process(settings, "proxy")):
-            if not p.alive:
+        states = supervise.states(settings)
+        if not states:
+            raise OneLabError(N_("the {name} exited at start-up: {why} (log: {log})"),
+                              name="supervisord", why=_last_error(settings, "supervisord"),
+                              log=supervise.paths(settings).log)
+        for name in supervise.PROGRAMS:
+            info = states.get(name, {"state": "MISSING"})
+            if info["state"] in ("BACKOFF", "FATAL", "EXITED"):
+                why = _last_error(settings, name)
+                supervise.shutdown(settings)
                 raise OneLabError(N_("the {name} exited at start-up: {why} (log: {log})"),
-                                  name=p.name, why=_last_error(settings, p.name),
-                                  log=settings.state_dir / "logs" / f"{p.name}.log")
+                                  name=name, why=why,
+                                  log=settings.state_dir / "logs" / f"{name}.log")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -216,41 +182,23 @@ def _last_error(settings: Settings, name: str) -> str:
     return lines[-1].strip()[-300:] if lines else "no output"
 
 
-def _terminate(p: Proc, timeout: float = 15) -> bool:
-    if not p.alive:
-        return False
-    assert p.pid is not None
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and p.alive:
-        time.sleep(0.2)
-    if p.alive:
-        os.killpg(p.pid, signal.SIGKILL)
-    return True
-
-
 def stop_hub(settings: Settings) -> bool:
-    stopped = _terminate(process(settings, "hub"))
-    _pidfile(settings, "hub").unlink(missing_ok=True)
-    return stopped
+    """Stop the hub and keep it stopped (the proxy and learners' servers go on)."""
+    return supervise.stop_program(settings, "hub")
 
 
 def stop(settings: Settings, keep_servers: bool = False, echo: Echo = print) -> None:
-    """Stop the hub and the proxy, and (unless keep_servers) the learner containers.
+    """Stop the hub, the proxy and supervisord, and (unless keep_servers) the learner
+    containers.
 
     Homes are volumes and stay; learners find their files at the next start.
     """
-    if stop_hub(settings):
-        echo("hub stopped")
-    if _terminate(process(settings, "proxy")):
-        echo("proxy stopped")
+    if supervise.shutdown(settings):
+        echo("hub and proxy stopped")
+    supervise.clear_orphans(settings, echo)  # e.g. what a killed supervisord left
     # the hub stops its grading services (their managers remove them); a killed hub's stay
     dockerdoor.remove_containers("formgrader", **{"onelab.instance":
                                                   settings.spawner.container_prefix})
-    _pidfile(settings, "proxy").unlink(missing_ok=True)
     if not keep_servers:
         n = dockerdoor.remove_containers("learner", **{"onelab.instance":
                                                        settings.spawner.container_prefix})
@@ -270,13 +218,37 @@ def _remove_firewall(settings: Settings, echo: Echo) -> None:
         echo("learner network firewall rules removed")
 
 
+def engine() -> dict[str, object]:
+    """The Docker Engine as `onelab status` shows it: pid, version, answering or not."""
+    pid = supervise.read_pid(Path("/var/run/docker.pid"), "dockerd")
+    try:
+        version = dockerdoor.client().version().get("Version")
+    except OneLabError as e:
+        return {"pid": pid, "version": None, "running": False, "error": str(e)}
+    return {"pid": pid, "version": version, "running": True}
+
+
 def status(settings: Settings) -> dict[str, object]:
-    hub, proxy = process(settings, "hub"), process(settings, "proxy")
+    """Every process of the platform with its pid and state, the Docker Engine, the learners'
+    servers and the firewall."""
     healthy = False
     try:
-        healthy = requests.get(f"{settings.public_url}hub/health", timeout=2).status_code == 200
+        healthy = requests.get(f"{settings.public_url}hub/health", timeout=2,
+                               verify=tls.verify_for(settings)).status_code == 200
     except requests.RequestException:
         pass
+    states = supervise.states(settings)
+    hub_pid = (states.get("hub") or {}).get("pid")
+    processes: list[dict[str, object]] = [
+        {"name": "supervisord", "pid": supervise.supervisord_pid(settings),
+         "state": "RUNNING" if states else "STOPPED"},
+        *({"name": name, "pid": (states.get(name) or {}).get("pid"),
+           "state": (states.get(name) or {}).get("state", "STOPPED")}
+          for name in supervise.PROGRAMS),
+        *({"name": name, "pid": pid,
+           "state": "RUNNING" if ppid == hub_pid else "ORPHANED"}
+          for name, pid, ppid in supervise.service_pids(settings)),
+    ]
     learners = []
     try:
         for ctr in dockerdoor.containers("learner", **{"onelab.instance":
@@ -288,21 +260,33 @@ def status(settings: Settings) -> dict[str, object]:
         rules = firewall.rules(firewall.door(settings))
     except OneLabError:
         rules = []
-    return {"url": settings.public_url, "hub": hub.pid if hub.alive else None,
-            "proxy": proxy.pid if proxy.alive else None, "healthy": healthy,
+    return {"url": settings.public_url, "healthy": healthy,
+            "hub": process(settings, "hub"), "proxy": process(settings, "proxy"),
+            "processes": processes, "docker": engine(),
             "learners": learners, "image": learner_image(settings),
             "firewall": {"enabled": settings.spawner.host_firewall, "rules": rules}}
 
 
 def follow(settings: Settings, echo: Echo = print) -> None:
-    """Print the hub's log as it grows until interrupted or the hub dies (foreground `up`)."""
+    """Print the hub's log as it grows (through its restarts and rotations) until interrupted
+    or supervision ends (foreground `up`)."""
     log = settings.state_dir / "logs" / "hub.log"
-    with log.open(errors="replace") as fh:
-        fh.seek(0, os.SEEK_END)
-        while process(settings, "hub").alive:
+    fh = log.open(errors="replace")
+    fh.seek(0, os.SEEK_END)
+    try:
+        while supervise.supervisord_pid(settings):
             line = fh.readline()
             if line:
                 echo(line.rstrip())
-            else:
-                time.sleep(0.3)
+                continue
+            try:
+                rotated = os.stat(log).st_ino != os.fstat(fh.fileno()).st_ino
+            except OSError:
+                rotated = False
+            if rotated:
+                fh.close()
+                fh = log.open(errors="replace")
+            time.sleep(0.3)
+    finally:
+        fh.close()
     raise OneLabError(N_("the hub exited: {why}"), why=_last_error(settings, "hub"))

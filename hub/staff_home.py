@@ -36,7 +36,7 @@ from traitlets.config import Config
 
 from hub import coursework
 from hub.classroom import histogram, staff_view
-from onelab import i18n
+from onelab import audit, i18n
 from onelab.course import Course
 from onelab.errors import OneLabError
 from onelab.settings import Settings
@@ -146,11 +146,18 @@ class Jobs:
             job.ok, job.message = False, _("{action} failed: {error}").format(
                 action=_(LABELS[job.action]), error=f"{type(e).__name__}: {e}")
         finally:
+            log.info("%s's %s of %s/%s ended: %s", job.user, job.action, job.course,
+                     job.assignment, "ok" if job.ok else job.message)
+            try:  # in the log before anyone sees the job end, so the log's order is the jobs'
+                audit.record(self.settings.state_dir, job.user, f"assignment.{job.action}",
+                             f"{job.course}/{job.assignment}", "ok" if job.ok else "failed",
+                             via="dashboard", job=job.id,
+                             **({} if job.ok else {"error": job.message[:500]}))
+            except OSError:
+                log.exception("Could not write the audit log for job %s", job.id)
             job.finished = time.time()
             with self.lock:
                 self.running.pop(job.course, None)
-            log.info("%s's %s of %s/%s ended: %s", job.user, job.action, job.course,
-                     job.assignment, "ok" if job.ok else job.message)
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

@@ -8,6 +8,7 @@ over the Jupyter websocket protocol.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,9 +33,12 @@ def _ws_url(http_url: str) -> str:
 class Hub:
     """The hub's REST API with one token (an admin's, a learner's) or a login session."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, verify: str | bool = True) -> None:
+        """`verify`: requests' own, e.g. onelab.tls.verify_for(settings) for an https hub
+        whose certificate OneLab's local CA signed."""
         self.url = url if url.endswith("/") else url + "/"
         self.http = requests.Session()
+        self.http.verify = verify
         if token:
             self.http.headers["Authorization"] = f"token {token}"
 
@@ -183,6 +187,7 @@ class Server:
     def __init__(self, url: str, session: requests.Session, token: str | None = None) -> None:
         self.url = url
         self.http = requests.Session()
+        self.http.verify = session.verify
         self.http.cookies.update(session.cookies)
         self.http.headers.update(session.headers)
         if token:
@@ -210,10 +215,14 @@ class Kernel:
         headers = [f"{k}: {v.decode('latin-1') if isinstance(v, bytes) else v}"
                    for k, v in server.http.headers.items() if k == "Authorization"]
         cookies = "; ".join(f"{c.name}={c.value}" for c in server.http.cookies)
-        host = urlparse(server.url).netloc
+        url = urlparse(server.url)
+        verify = server.http.verify
+        sslopt = ({"ca_certs": verify} if isinstance(verify, str) else
+                  {} if verify else {"cert_reqs": ssl.CERT_NONE})
         self.ws = websocket.create_connection(
             _ws_url(server.url) + f"api/kernels/{kernel_id}/channels?session_id={self.session}",
-            header=headers, cookie=cookies or None, origin=f"http://{host}", timeout=300)
+            header=headers, cookie=cookies or None, origin=f"{url.scheme}://{url.netloc}",
+            timeout=300, sslopt=sslopt)
 
     def execute(self, code: str, timeout: float = 300) -> Result:
         msg_id = uuid.uuid4().hex

@@ -14,14 +14,16 @@ it came from and what is allowed. ``onelab settings`` prints this model as a ref
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from onelab.errors import SettingsError
 from onelab.i18n import ENV_LANG, N_
@@ -34,6 +36,24 @@ ROLE_NAMES = ["instructor"]
 """OneLab roles that settings may hand out; hub/roles.py defines their scopes."""
 _SIZE = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+"""Listen addresses that mean every interface of the machine."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost); a
+    wildcard (0.0.0.0, ::) or any other address or name reaches beyond it."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _size(value: str) -> str:
@@ -76,6 +96,24 @@ class HubSettings(Section):
         "ko", description="Language of the hub's pages for anyone who has not chosen one with "
         "the 한국어 / English switch (each person's choice is kept).",
     )
+    tls_cert: Path | None = Field(
+        None, description="The operator's TLS certificate (PEM, the full chain) for the public "
+        "port. Default: none; on an address beyond loopback OneLab then makes its own, signed by "
+        "a local CA kept in <state_dir>/tls/ (docs/https.md).",
+    )
+    tls_key: Path | None = Field(
+        None, validate_default=True,
+        description="The private key (PEM) of hub.tls_cert; set both or neither.",
+    )
+    tls_hostnames: list[str] = Field(
+        default_factory=list, description="Names (or addresses) learners use to reach the hub: "
+        "they go into the certificate OneLab makes, and the first is the host of the public URL.",
+    )
+    http_redirect_port: int | None = Field(
+        None, ge=1, le=65535, validate_default=True,
+        description="With HTTPS, a port (e.g. 80) on every interface that redirects plain HTTP "
+        "to the https:// URL; default: none (plain HTTP gets no answer).",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -90,6 +128,67 @@ class HubSettings(Section):
         if v is not None and not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", v):
             raise ValueError("must start with sqlite:// or postgresql://")
         return v
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            if not v.is_file():
+                raise ValueError("no such file")
+            if not os.access(v, os.R_OK):
+                raise ValueError("cannot be read")
+        return v
+
+    @field_validator("tls_key")
+    @classmethod
+    def _pair(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        cert = info.data.get("tls_cert")
+        if v is None and cert is not None:
+            raise ValueError("must be set with hub.tls_cert (its private key)")
+        if v is not None and cert is None and "tls_cert" in info.data:
+            raise ValueError("is set without hub.tls_cert (the certificate it belongs to)")
+        return v
+
+    @field_validator("tls_hostnames")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            name = str(name).strip().lower()
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                if not DNS_NAME.match(name):
+                    raise ValueError(f"{name!r} is neither a DNS name nor an IP address") from None
+            out.append(name)
+        return out
+
+    @field_validator("http_redirect_port")
+    @classmethod
+    def _redirect(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is None:
+            return v
+        if v in (info.data.get("port"), info.data.get("proxy_api_port")):
+            raise ValueError("must differ from hub.port and hub.proxy_api_port")
+        if is_loopback(info.data.get("ip", "")) and info.data.get("tls_cert") is None:
+            raise ValueError("needs HTTPS (hub.ip beyond loopback, or hub.tls_cert)")
+        return v
+
+    @property
+    def tls(self) -> bool:
+        """HTTPS on the public port: always beyond loopback, on loopback with a certificate of
+        the operator's. Plain HTTP is then refused there."""
+        return self.tls_cert is not None or not is_loopback(self.ip)
+
+    @property
+    def public_host(self) -> str:
+        """The host in the URL learners open: the first of hub.tls_hostnames, else hub.ip,
+        else (listening on every interface) this machine's name."""
+        if self.tls and self.tls_hostnames:
+            return self.tls_hostnames[0]
+        if self.ip in WILDCARD_HOSTS:
+            return socket.gethostname().lower()
+        return self.ip
 
 
 class OAuthSettings(Section):
@@ -121,11 +220,47 @@ class OAuthSettings(Section):
         return v
 
 
+class LockoutSettings(Section):
+    """Login throttling of local accounts (hub/lockout.py): wrong passwords lock an account, and
+    an address that tries many accounts, for a while; `onelab users locks|unlock` shows and lifts
+    locks. Counts and locks are kept in the hub database, so a hub restart keeps them."""
+
+    max_failures: int = Field(
+        5, ge=0, le=1000, description="Wrong passwords for one account within `window` that "
+        "lock it; 0 turns the account lock off.",
+    )
+    address_max_failures: int = Field(
+        20, ge=0, le=100_000, description="Failed logins from one client address (any "
+        "accounts) within `window` that lock the address; 0 turns it off. A class behind one "
+        "NAT address shares it: raise it there.",
+    )
+    window: int = Field(
+        900, ge=10, le=86_400, description="Seconds in which failures are counted (from the "
+        "first one); older ones are forgotten.",
+    )
+    lock_time: int = Field(
+        900, ge=10, le=86_400, description="Seconds of the first lock; each further lock "
+        "within a day of the previous one lasts twice as long, up to `max_lock_time`.",
+    )
+    max_lock_time: int = Field(
+        3600, ge=10, le=604_800, description="Longest lock, in seconds.",
+    )
+
+    @field_validator("max_lock_time")
+    @classmethod
+    def _at_least_lock_time(cls, v: int, info: Any) -> int:
+        first = info.data.get("lock_time")
+        if first is not None and v < first:
+            raise ValueError(f"must be at least auth.lockout.lock_time ({first})")
+        return v
+
+
 class AuthSettings(Section):
     kind: Literal["local", "oauth"] = Field(
         "local", description="local: accounts kept in the hub database (offline classrooms); oauth: SSO."
     )
     min_password_length: int = Field(8, ge=6, le=128)
+    lockout: LockoutSettings = Field(default_factory=LockoutSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
 
@@ -332,7 +467,10 @@ class Settings(Section):
 
     @property
     def public_url(self) -> str:
-        return f"http://{self.hub.ip}:{self.hub.port}{self.hub.base_url}"
+        """The URL learners open: https:// whenever hub.tls (onelab.tls.verify_for says how
+        OneLab's own requests trust it)."""
+        scheme = "https" if self.hub.tls else "http"
+        return f"{scheme}://{_url_host(self.hub.public_host)}:{self.hub.port}{self.hub.base_url}"
 
     @property
     def uses_gpu(self) -> bool:

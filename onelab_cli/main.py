@@ -84,8 +84,13 @@ def cmd_status(s: Settings, a: argparse.Namespace) -> int:
 
         health = _("healthy") if st["healthy"] else _("not answering")
         line(_("url"), f"{st['url']}  ({health})")
-        line(_("hub"), pid(st["hub"]))
-        line(_("proxy"), pid(st["proxy"]))
+        _echo(_("processes"))  # supervisord, proxy, hub, exchange, formgraders: supervisord's states
+        for proc in st["processes"]:
+            _echo(f"  {proc['name']:<24} {_pad(pid(proc['pid']), 14)} {proc['state']}".rstrip())
+        docker = st["docker"]
+        line("Docker", (_("Docker Engine {version}, pid {pid}").format(
+            version=docker["version"], pid=docker["pid"] or "?") if docker["running"]
+            else _("not answering: {why}").format(why=docker.get("error", ""))))
         line(_("image"), st["image"])
         fw = st["firewall"]
         line(_("firewall"), (_("off (spawner.host_firewall: false)") if not fw["enabled"] else
@@ -170,6 +175,45 @@ def cmd_users_passwd(s: Settings, a: argparse.Namespace) -> int:
     _accounts(s).set_password(a.name, password)
     _echo(_("password of {name} changed").format(name=a.name)
           + ("" if a.password else f": {password}"))
+    if _lockout(s).unlock("account", a.name):  # a new password is a fresh start
+        _echo(_("{name}'s login lock is lifted too").format(name=a.name))
+    return 0
+
+
+def _lockout(s: Settings):
+    from hub.lockout import Lockout, Policy
+
+    return Lockout(s.db_url, Policy.from_settings(s.auth.lockout))
+
+
+def cmd_users_locks(s: Settings, a: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    lockout = _lockout(s)
+    entries, now = lockout.entries(), lockout.now()
+    if not entries:
+        _echo(_("no locks, and no failed logins being counted"))
+    for e in entries:
+        kind = _("account") if e.kind == "account" else _("address")
+        until = (_("locked until {time}").format(time=e.locked_until.replace(tzinfo=UTC)
+                                                  .astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))
+                 if e.locked_until and e.locked(now) else _("not locked"))
+        _echo(f"{_pad(kind, 8)} {e.key:<40} "
+              + _("{n} failure(s)").format(n=e.failures) + f"  {until}")
+    return 0
+
+
+def cmd_users_unlock(s: Settings, a: argparse.Namespace) -> int:
+    from hub.lockout import ACCOUNT, ADDRESS, address_of
+
+    if bool(a.name) == bool(a.address):
+        raise OneLabError(i18n.N_("name an account or give --address IP, one of them"))
+    if a.address and not address_of(a.address):
+        raise OneLabError(i18n.N_("{address} is not an IP address"), address=a.address)
+    kind, key = (ACCOUNT, a.name.lower()) if a.name else (ADDRESS, address_of(a.address) or "")
+    lifted = _lockout(s).unlock(kind, key)
+    _echo((_("unlocked {key}: its failed logins are forgotten") if lifted else
+           _("{key} was not locked and had no failed logins")).format(key=key))
     return 0
 
 
@@ -218,6 +262,32 @@ def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
         _echo(reference())
     else:
         _echo(json.dumps(s.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_tls_show(s: Settings, a: argparse.Namespace) -> int:
+    from onelab import tls
+
+    tls.ensure(s)  # what `onelab up` serves: made or renewed now if needed
+    info = tls.describe(s)
+    if a.json:
+        _echo(json.dumps(info))
+        return 0
+    _echo(f"{_pad(_('url'), 10)} {info['url']}")
+    if not info["tls"]:
+        _echo(_("plain HTTP on loopback; HTTPS comes on with hub.ip beyond loopback or "
+                "hub.tls_cert"))
+        return 0
+    if info["operator"]:
+        _echo(f"{_pad(_('cert'), 10)} {info['cert']}  " + _("(yours: hub.tls_cert)"))
+    else:
+        _echo(f"{_pad('CA', 10)} {info['ca']}")
+        _echo(f"{_pad('', 10)} " + _("give this file to learners' browsers (import it as a "
+                                     "trusted authority); SHA-256 {fp}").format(
+                                         fp=info.get("ca_sha256", "?")))
+        _echo(f"{_pad(_('cert'), 10)} {info['cert']}")
+    _echo(f"{_pad(_('names'), 10)} {', '.join(info.get('names') or [])}")
+    _echo(f"{_pad(_('expires'), 10)} {info.get('not_after', '?')}")
     return 0
 
 
@@ -482,6 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     rh.add_argument("name")
     rh.add_argument("volume",
                     help=_("the kept volume, as `users remove` or `users add` named it"))
+    add(users, "locks", cmd_users_locks,
+        _("List login locks and failed logins being counted (accounts and client addresses)."))
+    ul = add(users, "unlock", cmd_users_unlock,
+             _("Lift the login lock of an account (or of a client address) and forget its "
+               "failed logins."))
+    ul.add_argument("name", nargs="?")
+    ul.add_argument("--address", metavar="IP", help=_("a client address instead of an account"))
 
     images = group("images", _("Learner images."))
     ib = add(images, "build", cmd_images_build,
@@ -557,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--reference", action="store_true",
                     help=_("Markdown reference of all settings"))
 
+    tl = group("tls", _("HTTPS on the public port."))
+    ts = add(tl, "show", cmd_tls_show,
+             _("The CA to hand to learners' browsers and the certificate's names and expiry "
+               "(made first if missing)."))
+    ts.add_argument("--json", action="store_true")
+
     bench = group("bench", _("Benchmarks."))
     bs = add(bench, "spawn", cmd_bench_spawn,
              _("Spawn N learners at once: time to ready, to first `import torch`, memory each."))
@@ -593,6 +676,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _audited(a: argparse.Namespace) -> tuple[str, str, dict[str, Any]] | None:
+    """(action, target, details) of a command the audit log records (onelab/audit.py): the
+    ones that change who may log in, or what learners get. Never a password."""
+    sub = getattr(a, "sub", None)
+    if a.command == "users" and sub in ("add", "passwd", "remove", "restore-home"):
+        details = {"admin": a.admin} if sub == "add" else {}
+        return f"users.{sub}", a.name.lower(), details | (
+            {"volume": a.volume} if sub == "restore-home" else {})
+    if a.command == "users" and sub == "import":
+        return "users.import", a.csv, {"replace": a.replace}
+    if a.command == "users" and sub == "unlock":
+        return "users.unlock", a.name or f"address {a.address}", {}
+    if a.command == "assignment":
+        return f"assignment.{sub}", f"{a.course}/{a.assignment}", {}
+    return None
+
+
+def _run_audited(s: Settings, a: argparse.Namespace) -> int:
+    """The command, and its line in the audit log when it is an admin action."""
+    from onelab import audit
+
+    what = _audited(a)
+    if what is None:
+        return a.fn(s, a)
+    action, target, details = what
+    rc = 2
+    try:
+        rc = a.fn(s, a)
+        return rc
+    except OneLabError as e:
+        details["error"] = str(e)
+        raise
+    finally:
+        try:
+            audit.record(s.state_dir, audit.os_actor(), action, target,
+                         "ok" if rc == 0 else "failed", via="onelab", exit=rc, **details)
+        except OSError as e:
+            print(_("onelab: could not write the audit log: {why}").format(why=e),
+                  file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """The command; its language from `environ` (default: this process's environment)."""
     global _lang
@@ -600,7 +724,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser().parse_args(argv)
     try:
         settings = load()
-        return args.fn(settings, args)
+        return _run_audited(settings, args)
     except OneLabError as e:
         print(f"onelab: {e.translated(_)}", file=sys.stderr)
         return 2

@@ -69,18 +69,30 @@ def test_output_lines_in_korean_and_english(capsys, monkeypatch, no_settings_fil
 
     monkeypatch.setattr(runtime, "status", lambda s: {
         "url": "http://127.0.0.1:8000/", "hub": None, "proxy": 41, "healthy": False,
+        "processes": [{"name": "supervisord", "pid": 40, "state": "RUNNING"},
+                      {"name": "proxy", "pid": 41, "state": "RUNNING"},
+                      {"name": "hub", "pid": None, "state": "BACKOFF"}],
+        "docker": {"running": True, "pid": 7, "version": "28.2.2"},
         "learners": [("minji", "running")], "image": "onelab/learner:x",
         "firewall": {"enabled": False, "rules": []}})
     code, out, _ = _run(capsys, "en", "status")
     assert code == 1
-    assert out.splitlines()[:4] == ["url      http://127.0.0.1:8000/  (not answering)",
-                                    "hub      stopped", "proxy    pid 41",
-                                    "image    onelab/learner:x"]
+    assert out.splitlines()[:7] == [
+        "url      http://127.0.0.1:8000/  (not answering)",
+        "processes",
+        "  supervisord              pid 40         RUNNING",
+        "  proxy                    pid 41         RUNNING",
+        "  hub                      stopped        BACKOFF",
+        "Docker   Docker Engine 28.2.2, pid 7",
+        "image    onelab/learner:x"]
     assert "firewall off (spawner.host_firewall: false)" in out
     assert "learners 1 container(s)" in out
     code, out, _ = _run(capsys, "ko", "status")
-    assert out.splitlines()[:3] == ["주소     http://127.0.0.1:8000/  (응답 없음)",
-                                    "허브     멈춤", "프록시   pid 41"]
+    assert out.splitlines()[:6] == ["주소     http://127.0.0.1:8000/  (응답 없음)",
+                                    "프로세스", "  supervisord              pid 40         RUNNING",
+                                    "  proxy                    pid 41         RUNNING",
+                                    "  hub                      멈춤           BACKOFF",
+                                    "Docker   Docker Engine 28.2.2, pid 7"]
     assert "학습자   컨테이너 1개" in out
 
 

@@ -95,8 +95,11 @@ def test_staff_see_their_courses_on_the_home_page_and_learners_see_no_staff_tool
 class FakeJobs(Jobs):
     """The real queue and bookkeeping, with the course operations replaced (a unit test)."""
 
-    def __init__(self, calls) -> None:
-        super().__init__(settings=None)
+    def __init__(self, calls, state_dir=None) -> None:
+        import tempfile
+        from pathlib import Path
+
+        super().__init__(settings=SimpleNamespace(state_dir=state_dir or Path(tempfile.mkdtemp())))
         self._calls = calls
 
     def calls(self):
@@ -147,6 +150,26 @@ def test_a_failing_operation_is_reported_not_swallowed():
     assert job["state"] == "failed"
     assert job["message"] == ("Release failed: the grading service of c1 is not running: start "
                               "the platform")
+
+
+def test_each_action_is_in_the_audit_log_with_who_and_how_it_ended(tmp_path):
+    from onelab import audit
+
+    def broken(settings, course, assignment):
+        raise OneLabError("the grading service of c1 is not running")
+
+    jobs = FakeJobs({"collect": lambda s, c, a: ["minji"], "release": broken}, tmp_path)
+    wait_done(jobs, jobs.start("c1", "hw1", "collect", "kim", "ko").id)
+    wait_done(jobs, jobs.start("c1", "hw2", "release", "lee", "en").id)
+    for _ in range(100):  # written just after the job ends
+        if len(audit.read(tmp_path)) == 2:
+            break
+        time.sleep(0.01)
+    got = [(r["actor"], r["action"], r["target"], r["outcome"], r["via"])
+           for r in audit.read(tmp_path)]
+    assert got == [("kim", "assignment.collect", "c1/hw1", "ok", "dashboard"),
+                   ("lee", "assignment.release", "c1/hw2", "failed", "dashboard")]
+    assert "not running" in audit.read(tmp_path)[1]["error"]
 
 
 def test_summaries_in_both_languages():
