@@ -37,8 +37,8 @@ class LocalAccountsAuthenticator(Authenticator):
     # The lock-out policy (hub/lockout.py), from settings.auth.lockout.
     max_failures = Integer(Policy.max_failures, help="Wrong passwords for one account within "
                            "failure_window that lock it (0: never).").tag(config=True)
-    address_max_failures = Integer(Policy.address_max_failures, help="Failed logins from one "
-                                   "client address within failure_window that lock the "
+    address_max_failures = Integer(Policy.address_max_failures, help="Wrong passwords from "
+                                   "one client address within failure_window that lock the "
                                    "address (0: never).").tag(config=True)
     failure_window = Integer(Policy.window, help="Seconds in which failures are counted.").tag(
         config=True)

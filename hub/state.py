@@ -22,6 +22,8 @@ def secret(state_dir: Path, name: str, nbytes: int = 32) -> str:
     """The named secret, made on first use; written atomically with mode 0600."""
     path = state_dir / name
     if path.exists():
+        if path.stat().st_mode & 0o077:  # copied in, or restored, with a looser mode
+            os.chmod(path, 0o600)
         value = path.read_text().strip()
         if value:
             return value

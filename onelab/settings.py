@@ -195,7 +195,8 @@ class OAuthSettings(Section):
     """Generic OAuth2/OIDC (oauthenticator's GenericOAuthenticator) for online SSO."""
 
     client_id: str = ""
-    client_secret: str = ""
+    client_secret: str = Field(
+        "", description="A secret: `onelab settings` shows only whether it is set.")
     authorize_url: str = ""
     token_url: str = ""
     userdata_url: str = ""
@@ -230,9 +231,9 @@ class LockoutSettings(Section):
         "lock it; 0 turns the account lock off.",
     )
     address_max_failures: int = Field(
-        20, ge=0, le=100_000, description="Failed logins from one client address (any "
-        "accounts) within `window` that lock the address; 0 turns it off. A class behind one "
-        "NAT address shares it: raise it there.",
+        20, ge=0, le=100_000, description="Wrong passwords from one client address (any "
+        "accounts) within `window` that lock the address; 0 turns it off. Right passwords "
+        "never count, so a class behind one NAT address logging in at once is not locked.",
     )
     window: int = Field(
         900, ge=10, le=86_400, description="Seconds in which failures are counted (from the "
@@ -589,6 +590,32 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
         return Settings.model_validate(data)
     except ValidationError as e:
         raise SettingsError("{problems}", problems=_describe(e, origin, source)) from None
+
+
+SECRET_SETTINGS = ("auth.oauth.client_secret",)
+"""Settings that are secrets: shown as set or not, never their value."""
+HIDDEN = "[set, not shown]"
+
+
+def hide_password(url: str) -> str:
+    """A database URL with its password (postgresql://user:PASSWORD@host/db) hidden."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^/]*@", r"\1:***@", url)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for people to read (`onelab settings`), secrets hidden: the
+    database URL's password too."""
+    data = settings.model_dump(mode="json")
+    if data["hub"].get("db_url"):
+        data["hub"]["db_url"] = hide_password(data["hub"]["db_url"])
+    for dotted in SECRET_SETTINGS:
+        *parents, key = dotted.split(".")
+        section = data
+        for name in parents:
+            section = section[name]
+        if section.get(key):
+            section[key] = HIDDEN
+    return data
 
 
 def reference() -> str:

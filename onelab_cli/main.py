@@ -19,7 +19,7 @@ from typing import Any
 
 from onelab import i18n
 from onelab.errors import OneLabError
-from onelab.settings import Settings, load, reference
+from onelab.settings import Settings, load, redacted, reference
 
 _lang = i18n.SOURCE
 """The command's language, decided once by main()."""
@@ -261,7 +261,7 @@ def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
     if a.reference:
         _echo(reference())
     else:
-        _echo(json.dumps(s.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        _echo(json.dumps(redacted(s), indent=2, ensure_ascii=False))  # no secret
     return 0
 
 

@@ -142,3 +142,24 @@ def test_the_hub_hook_chains_jupyterhubs_request_log(tmp_path, caplog):
         log_function(handler)
     assert "204 DELETE /hub/api/users/minji (teacher@127.0.0.1)" in caplog.text  # JupyterHub's
     assert audit.read(tmp_path)[0]["action"] == "hub.user.delete"
+
+
+def test_onelab_settings_shows_no_secret(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ONELAB_AUTH__OAUTH__CLIENT_SECRET", "oauth-client-secret-value")
+    monkeypatch.setenv("ONELAB_HUB__DB_URL", "postgresql://onelab:db-pass-value@127.0.0.1/onelab")
+    monkeypatch.chdir(tmp_path)
+    assert main(["settings"], environ={"ONELAB_STATE_DIR": str(tmp_path), "ONELAB_LANG": "en"}) \
+        == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["auth"]["oauth"]["client_secret"] == "[set, not shown]"
+    assert shown["hub"]["db_url"] == "postgresql://onelab:***@127.0.0.1/onelab"
+
+
+def test_a_secret_file_with_a_loose_mode_is_made_owner_only(tmp_path):
+    from hub.state import admin_token
+
+    token = admin_token(tmp_path)
+    f = tmp_path / "admin-api-token"
+    assert f.stat().st_mode & 0o777 == 0o600
+    f.chmod(0o644)  # e.g. copied back by hand
+    assert admin_token(tmp_path) == token and f.stat().st_mode & 0o777 == 0o600
