@@ -541,3 +541,187 @@ def put_files(name: str, path: str, data: bytes) -> None:
         raise DockerUnavailable(f"container {name} does not exist")
     if not ctr.put_archive(path, data):
         raise DockerUnavailable(f"could not copy files into {name}:{path}")
+
+
+# -- a folder or volume as a tar stream, out and in (backup and restore) ----------------------
+
+# Runs in the helper container: the tree at argv[1] as a tar on stdout (links as links, never
+# followed), each SQLite file named in argv[2:] replaced by an online-backup snapshot (consistent
+# while a writer works on it) with the original's owner and mode; counts on stderr as JSON.
+_TREE_OUT = r"""
+import json, os, sqlite3, sys, tarfile
+top, dbs = sys.argv[1], set(sys.argv[2:])
+skip = {n + s for n in dbs for s in ("-journal", "-wal", "-shm")}
+entries = size = 0
+def keep(ti):
+    global entries, size
+    rel = os.path.normpath(ti.name)
+    if rel in skip or rel in dbs:
+        return None
+    entries += rel != "."
+    size += ti.size if ti.isreg() else 0
+    return ti
+with tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.PAX_FORMAT) as t:
+    t.add(top, arcname=".", filter=keep)
+    for rel in sorted(dbs):
+        path = os.path.join(top, rel)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        snap = "/scratch/snapshot.db"
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        dst = sqlite3.connect(snap)
+        src.backup(dst)
+        dst.close(), src.close()
+        ti = t.gettarinfo(path, arcname="./" + rel)
+        ti.size = os.path.getsize(snap)
+        with open(snap, "rb") as fh:
+            t.addfile(ti, fh)
+        os.unlink(snap)
+        entries += 1
+        size += ti.size
+print(json.dumps({"entries": entries, "bytes": size}), file=sys.stderr)
+"""
+
+# Runs in the helper container: a tar from stdin into the (empty) tree at argv[1]. Only plain
+# files, folders, links and fifos, each inside the tree (no absolute path, no .., no write
+# through a link); owners (as root), modes and times kept, folders' last so a read-only one
+# still gets its files. Counts on stdout as JSON, to compare with the export's.
+_TREE_IN = r"""
+import json, os, sys, tarfile
+top = os.path.realpath(sys.argv[1])
+def inside(rel):
+    return rel == "." or not (os.path.isabs(rel) or rel == ".." or rel.startswith("../"))
+entries = size = refused = 0
+dirs = []
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as t:
+    for m in t:
+        rel = os.path.normpath(m.name)
+        dest = os.path.join(top, rel)
+        parent = os.path.realpath(os.path.dirname(dest))
+        ok = inside(rel) and (parent == top or parent.startswith(top + "/"))
+        if m.islnk():
+            ok = ok and inside(os.path.normpath(m.linkname))
+        if not ok or not (m.isdir() or m.isreg() or m.issym() or m.islnk() or m.isfifo()):
+            refused += 1
+            continue
+        if m.isdir():
+            os.makedirs(dest, exist_ok=True)
+            dirs.append((m, dest))
+        else:
+            t.extract(m, top, set_attrs=True, numeric_owner=True)
+            size += m.size if m.isreg() else 0
+        entries += 1 if rel != "." else 0
+    for m, dest in reversed(dirs):
+        t.chown(m, dest, True)
+        t.utime(m, dest)
+        t.chmod(m, dest)
+print(json.dumps({"entries": entries, "bytes": size, "refused": refused}))
+"""
+
+
+def run_streamed(policy: Policy, *, stdin: Any = None, stdout: Any = None,
+                 timeout: float = 3600) -> tuple[str, str]:
+    """`docker run` a short-lived container of this policy with a file piped to its stdin and
+    its stdout written to a file (nothing held in memory); returns (stdout if not sent to a
+    file, stderr). A failure or a run past `timeout` raises DockerUnavailable with its last
+    words; the container is gone either way."""
+    import dataclasses
+    import uuid
+
+    name = policy.name or f"onelab-{policy.role}-{uuid.uuid4().hex[:8]}"
+    p = dataclasses.replace(policy, name=name, stdin=stdin is not None, remove_on_exit=True)
+    try:
+        proc = subprocess.run(["docker", *run_args(p)],
+                              stdin=subprocess.DEVNULL if stdin is None else stdin,
+                              stdout=subprocess.PIPE if stdout is None else stdout,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        raise DockerUnavailable(f"container {name} ({policy.role}) ran past {timeout:.0f} s "
+                                "and was stopped") from None
+    err = (proc.stderr or b"").decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        raise DockerUnavailable(f"container {name} ({policy.role}) failed (exit "
+                                f"{proc.returncode}): {err[-400:]}")
+    return (proc.stdout or b"").decode("utf-8", "replace"), err
+
+
+def containers_using(volume: str) -> list[Any]:
+    """Running containers that mount this volume."""
+    return [c for c in client().containers.list(filters={"volume": volume})
+            if c.status == "running"]
+
+
+def export_tree(source: str, out: Any, image: str, *, user: str = "0:0",
+                sqlite: tuple[str, ...] = (), pause: bool = False,
+                timeout: float = 3600) -> dict[str, int]:
+    """A volume (or host folder) as a tar written to the file `out`; returns its counts.
+
+    The helper container mounts `source` read-only, has no network and a read-only root; as
+    root it gets only DAC_READ_SEARCH (read every file, change none). With `pause`, running
+    containers that use the volume are frozen (not stopped: kernels live on) while it is
+    read, so the copy is one moment of it."""
+    import contextlib
+    import json
+
+    policy = Policy(
+        role="backup", image=image, entrypoint=("python3",), user=user,
+        command=("-c", _TREE_OUT, "/from", *sqlite),
+        capabilities=("DAC_READ_SEARCH",) if user.startswith("0:") else (),
+        memory="512m", pids=64, tmpfs=(("/scratch", "size=256m,mode=1777"),),
+        mounts=(Mount(source, "/from"),))
+    frozen: list[Any] = []
+    with contextlib.ExitStack() as undo:
+        if pause:
+            for ctr in containers_using(source):
+                ctr.pause()
+                frozen.append(ctr)
+                undo.callback(_unpause, ctr)
+        _, err = run_streamed(policy, stdout=out, timeout=timeout)
+    return json.loads(err.splitlines()[-1])
+
+
+def _unpause(ctr: Any) -> None:
+    try:
+        ctr.unpause()
+    except (NotFound, APIError):
+        pass
+
+
+def import_tree(target: str, inp: Any, image: str, *, user: str = "0:0",
+                labels: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, int]:
+    """A tar from the file `inp` into `target`: a volume, created here (it must not exist), or
+    an existing host folder. As root the helper keeps owners, with CHOWN, FOWNER and
+    DAC_OVERRIDE only; no network, read-only root. A new volume is removed again on failure."""
+    import json
+
+    new_volume = not target.startswith("/")
+    if new_volume:
+        if volume_exists(target):
+            raise DockerUnavailable(f"volume {target} exists already; not restoring over it")
+        client().volumes.create(target, labels=labels or {})
+    policy = Policy(
+        role="restore", image=image, entrypoint=("python3",), user=user,
+        command=("-c", _TREE_IN, "/to"),
+        capabilities=("CHOWN", "FOWNER", "DAC_OVERRIDE") if user.startswith("0:") else (),
+        memory="512m", pids=64, mounts=(Mount(target, "/to", read_only=False),))
+    done = False
+    try:
+        out, _ = run_streamed(policy, stdin=inp, timeout=timeout)
+        done = True
+    finally:
+        if new_volume and not done:
+            remove_volume(target)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def volume_labels(name: str) -> dict[str, str]:
+    try:
+        return client().volumes.get(name).attrs.get("Labels") or {}
+    except NotFound:
+        return {}
+
+
+def volume_names() -> list[str]:
+    return sorted(v.name for v in client().volumes.list())

@@ -257,6 +257,31 @@ def cmd_images_list(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _say(template: str, **params: Any) -> None:
+    """A line of hub/ code (an N_-marked template and its values) in the command's language."""
+    _echo(_(template).format(**params))
+
+
+def cmd_backup(s: Settings, a: argparse.Namespace) -> int:
+    from hub.backup import backup
+
+    backup(s, Path(a.dest) if a.dest else None, say=_say)
+    return 0
+
+
+def cmd_restore(s: Settings, a: argparse.Namespace) -> int:
+    from hub.backup import restore, verify
+
+    if a.check:
+        manifest = verify(Path(a.src).resolve())
+        _echo(_("{path}: every checksum matches ({members} files, {volumes} volumes)").format(
+            path=a.src, members=len(manifest["members"]), volumes=len(manifest["volumes"])))
+        return 0
+    restore(s, Path(a.src), force=a.force, say=_say)
+    _echo(_("restored; start the platform with `onelab up`"))
+    return 0
+
+
 def cmd_settings(s: Settings, a: argparse.Namespace) -> int:
     if a.reference:
         _echo(reference())
@@ -629,6 +654,22 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--format", choices=["csv"], default="csv")
     ge.add_argument("--out", help=_("file to write (default: standard output)"))
 
+    bk = add(sub, "backup", cmd_backup,
+             _("Write the whole platform into one archive while it runs: hub database and "
+               "accounts, gradebooks, the exchange, courses, settings, secrets, learners' homes "
+               "(docs/backup.md)."))
+    bk.add_argument("dest", nargs="?",
+                    help=_("the archive to write (default: <state_dir>-backups/onelab-<UTC>.tar)"))
+    rs = add(sub, "restore", cmd_restore,
+             _("Bring a backup back onto a fresh, stopped platform; checks every checksum "
+               "first and never overwrites (docs/backup.md)."))
+    rs.add_argument("src", help=_("the archive `onelab backup` wrote"))
+    rs.add_argument("--force", action="store_true",
+                    help=_("move an existing state directory, database or volumes aside "
+                           "(dated names) instead of refusing; nothing is deleted"))
+    rs.add_argument("--check", action="store_true",
+                    help=_("only check the archive's checksums; change nothing"))
+
     se = add(sub, "settings", cmd_settings,
              _("Print the settings in force, or their reference."))
     se.add_argument("--reference", action="store_true",
@@ -690,6 +731,8 @@ def _audited(a: argparse.Namespace) -> tuple[str, str, dict[str, Any]] | None:
         return "users.unlock", a.name or f"address {a.address}", {}
     if a.command == "assignment":
         return f"assignment.{sub}", f"{a.course}/{a.assignment}", {}
+    if a.command in ("backup", "restore") and not getattr(a, "check", False):
+        return a.command, (a.dest or "default") if a.command == "backup" else a.src, {}
     return None
 
 
