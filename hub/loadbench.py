@@ -154,13 +154,14 @@ def _make_learners(settings: Settings, names: list[str]) -> dict[str, str]:
     from hub.accounts import Accounts, generate_password, list_on_hub
     from hub.state import admin_token
     from onelab.hubclient import Hub
+    from onelab.tls import verify_for
 
     accounts = Accounts(settings.db_url, settings.auth.min_password_length)
     passwords = {n: generate_password() for n in names}
     for n, pw in passwords.items():
         accounts.add(n, pw, full_name="onelab bench load", replace=True)
     list_on_hub(settings, names)
-    admin = Hub(settings.public_url, admin_token(settings.state_dir))
+    admin = Hub(settings.public_url, admin_token(settings.state_dir), verify=verify_for(settings))
     running = [u["name"] for u in admin.users()
                if u["name"] in passwords and (u.get("servers") or u.get("pending"))]
     with ThreadPoolExecutor(max(1, len(running))) as pool:
@@ -174,8 +175,9 @@ def remove_learners(settings: Settings, names: list[str]) -> list[str]:
     from hub.accounts import remove_user
     from hub.state import admin_token
     from onelab.hubclient import Hub
+    from onelab.tls import verify_for
 
-    admin = Hub(settings.public_url, admin_token(settings.state_dir))
+    admin = Hub(settings.public_url, admin_token(settings.state_dir), verify=verify_for(settings))
     problems: list[str] = []
 
     def stop(name: str) -> None:
@@ -205,6 +207,7 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
     if settings.auth.kind != "local":
         raise OneLabError(N_("onelab bench load logs learners in with local accounts; "
                              "auth.kind is {kind}"), kind=settings.auth.kind)
+    from onelab.hubclient import Session
     from onelab.tls import verify_for
 
     url, verify = settings.public_url, verify_for(settings)
@@ -218,9 +221,7 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
     names = [f"{prefix}{i:02d}" for i in range(1, users + 1)]
     passwords = _make_learners(settings, names)
     rec = Recorder()
-    sessions = {n: requests.Session() for n in names}
-    for http in sessions.values():
-        http.verify = verify
+    sessions = {n: Session(verify) for n in names}
     logged_in: set[str] = set()
     ready: dict[str, float] = {}
     failures: dict[str, str] = {}

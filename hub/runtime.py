@@ -98,6 +98,7 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     """Start whatever is not running (proxy, hub) and wait until the hub answers."""
     preflight(settings)
     ensure_state_dir(settings.state_dir)
+    tls.ensure(settings)  # made before the proxy needs it; a bad operator certificate is named here
     from hub.courses import course_specs
 
     courses = course_specs(settings)  # a broken course.yml stops here, named, not in the hub

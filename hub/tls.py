@@ -1,10 +1,15 @@
 """The hub's side of HTTPS: behind a proxy that speaks TLS (onelab/tls.py), every cookie the hub
-sets is Secure.
+and the learners' servers set is Secure.
 
-JupyterHub already marks its cookies Secure when it sees ``X-Forwarded-Proto: https``, which
-configurable-http-proxy adds; but Tornado prefers a client's own ``X-Scheme`` header to it, so
-a request can talk the hub into a plain cookie. ``cookie_options`` makes Secure unconditional
-(the ``_xsrf`` cookie takes the same options).
+JupyterHub marks its login cookie Secure when it sees ``X-Forwarded-Proto: https``, which
+configurable-http-proxy adds; but Tornado prefers a client's own ``X-Scheme`` header to it, and
+the ``_xsrf`` cookie ignores the protocol altogether (measured on JupyterHub 6.1.1: the login
+page's ``_xsrf`` came back without Secure). ``tornado_settings["cookie_options"]`` is where
+JupyterHub 6 reads options for every cookie: its handlers, the ``_xsrf`` cookie (unless
+``xsrf_cookie_kwargs`` is set) and, through ``JUPYTERHUB_COOKIE_OPTIONS``, each learner's
+server's login cookie. A learner's server sets its own ``_xsrf`` cookie from Jupyter Server's
+``xsrf_cookie_kwargs`` alone, which the image's jupyter_server_config.py makes Secure when
+``JUPYTERHUB_COOKIE_OPTIONS`` asks for it.
 """
 
 from __future__ import annotations
@@ -18,4 +23,6 @@ def configure_tls(c: Config, settings: Settings) -> None:
     if not settings.hub.tls:
         return
     hub = c.JupyterHub
-    hub.cookie_options = {**(hub.get("cookie_options") or {}), "secure": True}
+    tornado = dict(hub.get("tornado_settings") or {})
+    tornado["cookie_options"] = {**tornado.get("cookie_options", {}), "secure": True}
+    hub.tornado_settings = tornado

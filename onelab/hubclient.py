@@ -26,6 +26,21 @@ class HubError(OneLabError):
     pass
 
 
+class Session(requests.Session):
+    """A requests Session whose own ``verify`` (a CA file) wins: plain requests lets
+    $REQUESTS_CA_BUNDLE or $CURL_CA_BUNDLE replace it (psf/requests#3829), and then the local
+    CA that signed an https hub's certificate would not be trusted."""
+
+    def __init__(self, verify: str | bool = True) -> None:
+        super().__init__()
+        self.verify = verify
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> Any:
+        return super().merge_environment_settings(url, proxies, stream,
+                                                  self.verify if verify is None else verify, cert)
+
+
 def _ws_url(http_url: str) -> str:
     return "ws" + http_url[len("http"):] if http_url.startswith("http") else http_url
 
@@ -37,8 +52,7 @@ class Hub:
         """`verify`: requests' own, e.g. onelab.tls.verify_for(settings) for an https hub
         whose certificate OneLab's local CA signed."""
         self.url = url if url.endswith("/") else url + "/"
-        self.http = requests.Session()
-        self.http.verify = verify
+        self.http = Session(verify)
         if token:
             self.http.headers["Authorization"] = f"token {token}"
 
@@ -58,8 +72,12 @@ class Hub:
     def api(self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204),
             **kw: Any) -> Any:
         headers = kw.pop("headers", {})
-        if "_xsrf" in self.http.cookies and "Authorization" not in self.http.headers:
-            headers["X-XSRFToken"] = self.http.cookies["_xsrf"]
+        # the hub's own _xsrf (path /hub/): a session that visited its server holds that one's too
+        xsrf = [c.value for c in self.http.cookies if c.name == "_xsrf"
+                and c.path.rstrip("/") == f"{urlparse(self.url).path}hub"] or \
+            [c.value for c in self.http.cookies if c.name == "_xsrf"]
+        if xsrf and "Authorization" not in self.http.headers:
+            headers["X-XSRFToken"] = xsrf[0]
         r = self.http.request(method, f"{self.url}hub/api/{path.lstrip('/')}", headers=headers,
                               timeout=kw.pop("timeout", 60), **kw)
         if r.status_code not in ok:
@@ -186,8 +204,7 @@ class Server:
 
     def __init__(self, url: str, session: requests.Session, token: str | None = None) -> None:
         self.url = url
-        self.http = requests.Session()
-        self.http.verify = session.verify
+        self.http = Session(True if session.verify is None else session.verify)
         self.http.cookies.update(session.cookies)
         self.http.headers.update(session.headers)
         if token:

@@ -86,8 +86,9 @@ def _ca_key_path(settings: Settings) -> Path:
 def verify_for(settings: Settings) -> str | bool:
     """What `requests` needs as ``verify=`` to trust the public URL: the local CA's file when
     OneLab made the certificate, else True (the system's trust, or $REQUESTS_CA_BUNDLE for an
-    operator's private CA)."""
-    if settings.hub.tls and settings.hub.tls_cert is None:
+    operator's private CA). Before the CA is made nothing is trusted (a request then fails as
+    one to a stranger would, not on a missing file)."""
+    if settings.hub.tls and settings.hub.tls_cert is None and ca_path(settings).is_file():
         return str(ca_path(settings))
     return True
 

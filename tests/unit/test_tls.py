@@ -90,6 +90,8 @@ def test_public_url_names_what_learners_open(tmp_path, monkeypatch):
 def test_verify_for_trusts_the_local_ca_only_for_its_own_certificate(tmp_path):
     assert tls.verify_for(settings_for(tmp_path)) is True
     s = settings_for(tmp_path, ip="0.0.0.0")
+    assert tls.verify_for(s) is True  # no CA yet: nothing to trust
+    tls.ensure(s, addresses=LAN)
     assert tls.verify_for(s) == str(tmp_path / "state" / "tls" / "ca.crt")
     cert, key = operator_pair(tmp_path)
     assert tls.verify_for(settings_for(tmp_path, ip="0.0.0.0", tls_cert=str(cert),
@@ -208,6 +210,12 @@ def test_an_operator_certificate_is_served_as_it_is(tmp_path):
     s = settings_for(tmp_path, ip="0.0.0.0", tls_cert=str(cert), tls_key=str(key))
     assert tls.ensure(s) == tls.Files(cert=cert, key=key, ca=None)
     assert not tls.tls_dir(s).exists()  # no local CA when the operator brings a certificate
+    cmd = proxy_command(s, "172.30.0.1")  # what the proxy serves: the operator's files
+    assert cmd[cmd.index("--ssl-cert") + 1] == str(cert)
+    assert cmd[cmd.index("--ssl-key") + 1] == str(key)
+    handshake(tls.Files(cert, key, None), str(cert), "lab.school.kr")  # browsers trust it
+    assert tls.verify_for(s) is True  # the system's trust (or $REQUESTS_CA_BUNDLE)
+    assert tls.describe(s)["operator"] is True and tls.describe(s)["ca"] is None
     # on loopback too, when given
     s = settings_for(tmp_path, tls_cert=str(cert), tls_key=str(key))
     assert s.hub.tls and s.public_url.startswith("https://")
@@ -268,8 +276,25 @@ def test_the_proxy_serves_only_tls_beyond_loopback(tmp_path):
 def test_hub_cookies_are_secure_with_tls(tmp_path):
     c = Config()
     configure_tls(c, settings_for(tmp_path))
-    assert "cookie_options" not in c.JupyterHub
+    assert "tornado_settings" not in c.JupyterHub
     c = Config()
-    c.JupyterHub.cookie_options = {"samesite": "Lax"}
+    c.JupyterHub.tornado_settings = {"transforms": ["kept"], "cookie_options": {"samesite": "Lax"}}
     configure_tls(c, settings_for(tmp_path, ip="0.0.0.0"))
-    assert c.JupyterHub.cookie_options == {"samesite": "Lax", "secure": True}
+    # where JupyterHub 6 reads the options of its cookies, its _xsrf cookie and the learners'
+    assert c.JupyterHub.tornado_settings == {"transforms": ["kept"],
+                                             "cookie_options": {"samesite": "Lax", "secure": True}}
+
+
+def test_a_hub_client_trusts_the_ca_it_is_given_whatever_the_environment(monkeypatch):
+    from onelab.hubclient import Hub
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    hub = Hub("https://192.0.2.10:8000/", verify="/state/tls/ca.crt")
+    merged = hub.http.merge_environment_settings(hub.url, {}, None, None, None)
+    assert merged["verify"] == "/state/tls/ca.crt"
+    assert hub.server("hana").http.merge_environment_settings(
+        hub.url, {}, None, None, None)["verify"] == "/state/tls/ca.crt"
+    # without a CA of OneLab's, the environment's trust is used (an operator's private CA)
+    plain = Hub("https://lab.school.kr/")
+    assert plain.http.merge_environment_settings(plain.url, {}, None, None, None)["verify"] \
+        == "/etc/ssl/certs/ca-certificates.crt"

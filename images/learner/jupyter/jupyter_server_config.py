@@ -9,9 +9,17 @@ A language the learner picks in JupyterLab's Settings > Language menu is a user 
 their home) and wins over these defaults.
 """
 
+import json
+import os
 from pathlib import Path
 
 from onelab_assignments import language
 
 c = get_config()  # noqa: F821 (traitlets gives a config file get_config)
 c.LabServerApp.app_settings_dir = str(Path("/opt/onelab/share/lab-settings") / language())
+
+# Behind HTTPS the hub asks for Secure cookies (JUPYTERHUB_COOKIE_OPTIONS, hub/tls.py); the
+# server's login cookie takes them from there, its own _xsrf cookie only from here
+# (jupyterhub-singleuser still adds the path, /user/<name>/).
+if json.loads(os.environ.get("JUPYTERHUB_COOKIE_OPTIONS") or "{}").get("secure"):
+    c.ServerApp.tornado_settings = {"xsrf_cookie_kwargs": {"secure": True}}
