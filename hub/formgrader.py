@@ -191,7 +191,14 @@ def write_config(settings: Settings, course_id: str) -> Path:
     return folder
 
 
-def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.Policy:
+MANAGER_LABEL = "onelab.manager"
+"""The pid of the manager (``python -m hub.formgrader``) that started the container: a container
+whose manager is gone was left by a killed hub and is about to be replaced, so nothing is run
+in it."""
+
+
+def box(settings: Settings, course: Course, env: dict[str, str],
+        manager: int | None = None) -> dockerdoor.Policy:
     from hub.courses import course_image, exchange_url
     from hub.coursework import course_root
 
@@ -219,7 +226,8 @@ def box(settings: Settings, course: Course, env: dict[str, str]) -> dockerdoor.P
                 dockerdoor.Mount(str(config_dir(settings, course.id)), CONFIG_DIR)),
         network=s.network, memory=s.mem_limit, cpus=s.cpu_limit, pids=s.pids_limit,
         tmpfs=(("/tmp", "size=256m,mode=1777"),), remove_on_exit=False,
-        labels=(("onelab.course", course.id), ("onelab.instance", s.container_prefix)))
+        labels=(("onelab.course", course.id), ("onelab.instance", s.container_prefix),
+                *([(MANAGER_LABEL, str(manager))] if manager else [])))
 
 
 def sync_sources(settings: Settings, course: Course) -> None:
@@ -275,13 +283,26 @@ def wait_running(settings: Settings, course_id: str, timeout: float = 90) -> str
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ctr = dockerdoor.find_container(name)
-        if ctr is not None and ctr.status == "running":
+        if ctr is not None and ctr.status == "running" and managed(ctr):
             code, _ = dockerdoor.exec_in(name, ["test", "-f", READY])
             if code == 0:
                 return name
         time.sleep(0.5)
     raise OneLabError(N_("the grading service of {course} is not running: start the platform "
                          "(`onelab up`) and try again"), course=course_id)
+
+
+def managed(ctr: Any) -> bool:
+    """Whether the manager that started this container still runs (the CLI runs on the hub's
+    host); a container without the label is taken as managed."""
+    pid = (ctr.labels or {}).get(MANAGER_LABEL)
+    if not pid:
+        return True
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return b"hub.formgrader" in cmdline
 
 
 # -- the manager: `python -m hub.formgrader COURSE` ----------------------------------------
@@ -339,7 +360,7 @@ def main() -> None:
     parent = os.getppid()
     prepare_root(course_root(settings, course_id))
     write_config(settings, course_id)
-    spec = box(settings, course, dict(os.environ))
+    spec = box(settings, course, dict(os.environ), manager=os.getpid())
     ctr = dockerdoor.start_service(spec)
     stopping = []
 

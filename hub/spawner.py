@@ -8,10 +8,17 @@ containers cannot reach each other (only the hub on the gateway).
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from typing import Any
 
+from dockerspawner import DockerSpawner
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets import Float, Integer, List, Unicode
 from traitlets.config import Config
 
+from hub.state import admin_token
 from images.table import learner_image
 from onelab import dockerdoor
 from onelab.settings import Settings
@@ -35,6 +42,137 @@ def learner_policy(settings: Settings) -> dockerdoor.Policy:
         labels=(("onelab.user", "{raw_username}"), ("onelab.instance", s.container_prefix)))
 
 
+NOTICE_ENV = "ONELAB_NOTICE"
+"""What the learner's next server tells them at once (images/learner/onelab/onelab_notices.py):
+``oom <epoch seconds>`` after the kernel's OOM killer ended the last one, ``stopped <epoch>``
+after it ended by itself otherwise (the Docker Engine restarted, the container crashed)."""
+
+
+class LearnerSpawner(DockerSpawner):
+    """DockerSpawner that brings back a learner's server that ended by itself, and says why.
+
+    A server's container that stops without the hub asking (the OOM killer ended it, the Docker
+    Engine restarted and took every container down, it crashed) is seen by the hub's poll; the
+    hub stops the server cleanly (the container goes, the home volume stays) and then starts it
+    again through its own API, as if the learner had pressed Start. The new server tells the
+    learner what happened, in their language. A server that keeps dying is left stopped after
+    ``restart_limit`` automatic starts in ``restart_window`` seconds, so a broken image cannot
+    loop; the learner still sees why when they start it.
+    """
+
+    restart_token = Unicode(help="A token with admin:servers (the onelab-admin service's), for "
+                            "starting a server again after it ended by itself.").tag(config=True)
+    restart_delay = Float(2.0, help="Seconds between the stop and the new start.").tag(
+        config=True)
+    restart_limit = Integer(3, help="Automatic starts allowed in restart_window.").tag(
+        config=True)
+    restart_window = Float(600.0, help="Seconds over which restart_limit counts.").tag(
+        config=True)
+    died_at = Float(0.0)
+    """When the hub saw this server's container end by itself (0: not since the last start)."""
+    died_of = Unicode("")
+    """``oom`` (Docker's ``State.OOMKilled``) or ``stopped`` (anything else)."""
+    restarts = List(Float())
+    """When this server was last started again automatically (the crash-loop guard)."""
+
+    async def poll(self) -> int | str | None:
+        status = await super().poll()
+        if (status is not None and self.object_id and not self.died_at
+                and not self._spawn_pending and not self._stop_pending):
+            try:
+                obj = await self.get_object()
+            except Exception:  # noqa: BLE001 - the engine may be away; the status stands
+                obj = None
+            self.died_at = time.time()
+            self.died_of = "oom" if obj and obj["State"].get("OOMKilled") else "stopped"
+            self.log.warning("%s's server ended by itself (%s, exit %s, memory limit %s)",
+                             self.user.name, "killed for memory" if self.died_of == "oom"
+                             else "the container stopped", status, self.mem_limit)
+        return status
+
+    # JupyterHub drops a stopped server's Spawner and makes a new one for the next start: why
+    # it died travels in the server's saved state (the database), so the new one (even after a
+    # hub restart) still has it for the learner's notice.
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.died_at:
+            state["died"] = [self.died_of, self.died_at]
+        if self.restarts:
+            state["restarts"] = list(self.restarts)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        died = state.get("died") or ["", 0.0]
+        self.died_of, self.died_at = str(died[0]), float(died[1])
+        self.restarts = [float(t) for t in state.get("restarts") or []]
+
+    def clear_state(self) -> None:
+        kept = self.died_of, self.died_at, self.restarts  # cleared with the container's id on
+        super().clear_state()  # stop, kept for the notice and the guard
+        self.died_of, self.died_at, self.restarts = kept
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        if self.died_at:
+            env[NOTICE_ENV] = f"{self.died_of} {int(self.died_at)}"
+        return env
+
+    # A container goes when its server stops, the home volume stays; but not by Docker's
+    # auto-remove (DockerSpawner's `remove`), which would take the container's last state, the
+    # OOM kill included, before poll() reads it: stop() removes it instead.
+    @property
+    def will_resume(self) -> bool:
+        return False  # as with DockerSpawner's remove: the server's API token goes with it
+
+    async def start(self) -> Any:
+        if await self.get_object():  # left by a killed hub or an engine restart: never reused
+            self.log.warning("Removing %s's old container %s", self.user.name, self.object_id[:7])
+            await self.remove_object()
+        try:
+            return await super().start()
+        finally:  # the notice went into this start's environment
+            self.died_at, self.died_of = 0.0, ""
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        await self.remove_object()
+        if self.died_at and self.restart_token:
+            now_ = time.time()
+            recent = [t for t in self.restarts if now_ - t < self.restart_window]
+            if len(recent) >= self.restart_limit:
+                self.log.error("%s's server ended by itself %d times in %d s: left stopped",
+                               self.user.name, len(recent) + 1, self.restart_window)
+                return
+            self.restarts = [*recent, now_]
+            asyncio.get_running_loop().call_later(
+                self.restart_delay, lambda: asyncio.ensure_future(self._start_again()))
+
+    async def _start_again(self) -> None:
+        """POST the server through the hub's API, as the home page's Start does; retried while
+        the hub is still finishing the stop."""
+        name = f"/{self.name}" if self.name else ""
+        url = f"{self.hub.api_url.rstrip('/')}/users/{self.user.name}/server{name}"
+        client = AsyncHTTPClient()
+        for _attempt in range(20):
+            try:
+                r = await client.fetch(HTTPRequest(
+                    url, method="POST", body=json.dumps({}),
+                    headers={"Authorization": f"token {self.restart_token}"}), raise_error=False)
+                code, body = r.code, r.body or b""
+            except OSError as e:
+                code, body = 0, str(e).encode()
+            if code in (201, 202):
+                self.log.info("%s's server is starting again", self.user.name)
+                return
+            if code == 400 and b"already running" in body:
+                return
+            self.log.info("starting %s's server again: %s %s; trying again", self.user.name,
+                          code, body[:200])
+            await asyncio.sleep(3)
+        self.log.error("could not start %s's server again", self.user.name)
+
+
 def _language_of(settings: Settings) -> Any:
     def language(spawner: Any) -> str:
         from hub.preferences import language
@@ -46,7 +184,8 @@ def _language_of(settings: Settings) -> Any:
 
 def configure_spawner(c: Config, settings: Settings) -> None:
     s = settings.spawner
-    c.JupyterHub.spawner_class = "docker"
+    c.JupyterHub.spawner_class = LearnerSpawner
+    c.LearnerSpawner.restart_token = admin_token(settings.state_dir)
     d = c.DockerSpawner
     for trait, value in dockerdoor.spawner_settings(learner_policy(settings)).items():
         setattr(d, trait, value)
@@ -58,9 +197,10 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     d.prefix = s.container_prefix
     d.name_template = "{prefix}-{username}"
     d.use_internal_ip = True
-    d.remove = True  # the container goes on stop; the home volume stays
+    d.remove = False  # LearnerSpawner.stop removes the container; the home volume stays
     d.notebook_dir = HOME
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = s.start_timeout
+    c.Spawner.poll_interval = 10  # a server that died (memory, engine restart) is seen soon
     c.Spawner.http_timeout = s.http_timeout
     c.Spawner.cmd = ["jupyterhub-singleuser"]

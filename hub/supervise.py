@@ -16,6 +16,7 @@ read from its file by ``python -m hub.supervise proxy`` just before it becomes t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -48,10 +49,35 @@ class Paths:
     log: Path
 
 
+SOCKET_MAX = 100
+"""A unix socket's path must fit sockaddr_un (107 bytes on Linux); supervisord refuses more."""
+
+
 def paths(settings: Settings) -> Paths:
     d = settings.state_dir / "supervisor"
-    return Paths(d, d / "supervisord.conf", d / "supervisor.sock", d / "supervisord.pid",
+    return Paths(d, d / "supervisord.conf", socket_path(d), d / "supervisord.pid",
                  settings.state_dir / "logs" / "supervisord.log")
+
+
+def socket_path(d: Path) -> Path:
+    """The control socket: in the state directory, or, where that path is too long for a unix
+    socket (a deep state directory), in a 0700 directory of this user's under /tmp named by a
+    hash of the state directory, so each platform still has its own."""
+    sock = d / "supervisor.sock"
+    if len(os.fsencode(sock)) <= SOCKET_MAX:
+        return sock
+    digest = hashlib.sha256(os.fsencode(d.resolve())).hexdigest()[:16]
+    return Path("/tmp") / f"onelab-{os.getuid()}" / f"supervisor-{digest}.sock"
+
+
+def _private_dir(path: Path) -> None:
+    """Make `path` a directory only this user can enter; refuse one someone else owns."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
+        raise OneLabError(N_("{path} is not a directory of this user's: remove it and try again"),
+                          path=path)
+    os.chmod(path, 0o700)
 
 
 def _q(value: object) -> str:
@@ -246,6 +272,8 @@ def start(settings: Settings, env: dict[str, str], timeout: float = 20) -> int:
     p = paths(settings)
     p.dir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(p.dir, 0o700)
+    if p.sock.parent != p.dir:
+        _private_dir(p.sock.parent)
     _write_private(p.conf, conf_text(settings))
     p.sock.unlink(missing_ok=True)  # a killed supervisord's socket refuses the new one
     exe = Path(sys.executable).parent / "supervisord"

@@ -5,6 +5,7 @@ exchange acknowledged is lost. Real Docker Engine, hub, proxy, exchange, learner
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,3 +140,138 @@ def test_a_killed_exchange_is_started_again_by_the_hub(plat):
 
     until("a new exchange answering", back)
     assert exchange_files(plat) == before
+
+
+def learner_container(p, name: str):
+    from onelab import dockerdoor
+
+    return dockerdoor.find_container(f"{p.settings().spawner.container_prefix}-{name}")
+
+
+def notices(p, name: str, token: str) -> dict:
+    r = requests.get(f"{p.url}user/{name}/onelab/api/notices",
+                     headers={"Authorization": f"token {token}"}, timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_a_learner_server_killed_for_memory_comes_back_with_its_home_and_says_why(plat):
+    plat.add_learner("sora")
+    hub, token, kernel = running_kernel(plat, "sora")
+    assert kernel.execute("open('/home/learner/kept.txt', 'w').write('saved before')").ok
+    old = learner_container(plat, "sora")
+    # the learner's code makes the server itself the OOM killer's pick (a process may raise its
+    # own user's score), then takes more than the container's memory
+    with contextlib.suppress(Exception):  # the kernel's connection goes with its container
+        kernel.execute("open('/proc/1/oom_score_adj', 'w').write('1000')\n"
+                       "hog = []\n"
+                       "while True:\n"
+                       "    hog.append(bytearray(64 * 2**20))", timeout=60)
+    until("the killed container gone or stopped", lambda: (
+        (c := learner_container(plat, "sora")) is None or c.id != old.id
+        or c.status != "running"), timeout=60)
+
+    def back() -> bool:
+        c = learner_container(plat, "sora")
+        return (c is not None and c.id != old.id and c.status == "running"
+                and bool(((hub.user("sora") or {}).get("servers") or {}).get("", {}).get("ready")))
+
+    until("a new server for the learner, started by nobody", back, timeout=120)
+    token = hub.token_for("sora")
+    server = hub.server("sora", token)
+    again = server.start_kernel()
+    assert again.execute("print(open('/home/learner/kept.txt').read())").stdout.strip() == \
+        "saved before"
+    told = notices(plat, "sora", token)
+    assert [n["kind"] for n in told["notices"]] == ["server-oom"]
+    limit = plat.settings().spawner.mem_limit  # "1G" on the test platform
+    assert limit.endswith("G")
+    assert "메모리" in told["notices"][0]["text"]
+    assert f"{limit[:-1]} GiB" in told["notices"][0]["text"]  # the limit that was hit, in words
+    # a kernel past the limit on its own: the OOM killer ends the kernel, the server stays, and
+    # the count the learner's JupyterLab watches goes up
+    assert told["oom_kills"] == 0
+    current = learner_container(plat, "sora").id
+    with contextlib.suppress(Exception):  # the kernel dies mid-execution
+        again.execute("hog = []\nwhile True:\n    hog.append(bytearray(64 * 2**20))", timeout=20)
+    until("the kernel's OOM kill counted", lambda: notices(plat, "sora", token)["oom_kills"] >= 1,
+          timeout=60)
+    assert learner_container(plat, "sora").id == current
+    assert "커널" in notices(plat, "sora", token)["kernel_oom"]
+
+
+def platform_containers(p) -> list:
+    from onelab import dockerdoor
+
+    prefix = p.settings().spawner.container_prefix
+    return [c for c in dockerdoor.client().containers.list(all=True)
+            if (c.labels or {}).get("onelab.instance") == prefix]
+
+
+def restart_engine(p) -> None:
+    """Stop dockerd as an operator's `systemctl restart docker` would (SIGTERM: it stops every
+    container), then start it the way set-up does."""
+    import subprocess
+
+    pid = status(p)["docker"]["pid"]
+    assert pid, "no dockerd pid"
+    os.kill(pid, signal.SIGTERM)
+    until("dockerd gone", lambda: gone(pid), timeout=90)
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["bash", str(repo / "docker" / "ensure-dockerd.sh")], check=True, timeout=120)
+
+
+def test_a_docker_engine_restart_brings_learners_and_grading_back_by_themselves(plat):
+    from hub import firewall, formgrader
+    from onelab import dockerdoor
+    from tests.conftest import tcp_listener
+    from tests.integration.test_learner_network import PROBE
+
+    plat.add_learner("jiho")
+    hub, token, kernel = running_kernel(plat, "jiho")
+    assert kernel.execute("open('/home/learner/kept.txt', 'w').write('before the restart')").ok
+    old = learner_container(plat, "jiho")
+    grading = dockerdoor.find_container(formgrader.container_name(plat.settings(), "onelab-101"))
+    assert grading is not None and grading.status == "running"
+    exchange = exchange_files(plat)
+    try:
+        restart_engine(plat)
+    finally:  # never leave the machine without its engine
+        import subprocess
+
+        repo = Path(__file__).resolve().parents[2]
+        subprocess.run(["bash", str(repo / "docker" / "ensure-dockerd.sh")], check=False,
+                       timeout=120)
+
+    def back() -> bool:
+        c = learner_container(plat, "jiho")
+        return (c is not None and c.id != old.id and c.status == "running"
+                and bool(((hub.user("jiho") or {}).get("servers") or {}).get("", {}).get("ready")))
+
+    until("the learner's server started again by nobody", back, timeout=180)
+    token = hub.token_for("jiho")
+    again = hub.server("jiho", token).start_kernel()
+    assert again.execute("print(open('/home/learner/kept.txt').read())").stdout.strip() == \
+        "before the restart"
+    told = notices(plat, "jiho", token)
+    assert [n["kind"] for n in told["notices"]] == ["server-stopped"]
+    assert "컨테이너 엔진" in told["notices"][0]["text"]
+    # the course's grading service came back in a new container, and answers an operator
+    until("a new grading container", lambda: (
+        (g := dockerdoor.find_container(grading.name)) is not None and g.id != grading.id
+        and g.status == "running"), timeout=120)
+    plat.cli("course", "sync", "onelab-101")  # through the new grading container
+    # nothing orphaned: one container per learner server and per course, all running
+    left = platform_containers(plat)
+    assert all(c.status == "running" for c in left), [(c.name, c.status) for c in left]
+    assert len([c for c in left if c.name == old.name]) == 1
+    assert exchange_files(plat) == exchange  # the exchange (a host process) kept every file
+    # and the learner network's firewall is still in force for the new container
+    with tcp_listener() as (port, hits):
+        gateway = firewall.door(plat.settings()).gateway
+        res = again.execute(PROBE % [(gateway, port)])
+        assert res.ok, res.error
+        assert json.loads(res.stdout.strip().splitlines()[-1])[f"{gateway}:{port}"] != "open"
+        assert hits == []
+    assert Hub(plat.url).login("jiho", plat.passwords["jiho"])
+    again.shutdown()

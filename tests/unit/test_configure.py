@@ -8,7 +8,7 @@ from traitlets.config import Config
 from hub.auth import LocalAccountsAuthenticator, configure_auth
 from hub.configure import configure_hub, configure_proxy
 from hub.services import configure_services
-from hub.spawner import configure_spawner
+from hub.spawner import LearnerSpawner, configure_spawner
 from onelab.errors import SettingsError
 from onelab.settings import load
 
@@ -23,7 +23,10 @@ def test_spawner_locks_down_each_learner(settings):
     configure_spawner(c, settings)
     d = c.DockerSpawner
     assert d.image.startswith("onelab/learner:")
-    assert d.pull_policy == "never" and d.remove is True
+    # the container goes on stop (LearnerSpawner.stop), but not by Docker's auto-remove, which
+    # would take its OOM-killed state along before the hub reads it
+    assert d.pull_policy == "never" and d.remove is False
+    assert c.JupyterHub.spawner_class is LearnerSpawner and not LearnerSpawner().will_resume
     assert d.volumes["onelab-home-{username}"] == "/home/learner"
     assert d.volumes["onelab-datasets"] == {"bind": "/home/learner/datasets", "mode": "ro"}
     assert d.mem_limit == "2G" and d.cpu_limit == 1.0
@@ -35,6 +38,21 @@ def test_spawner_locks_down_each_learner(settings):
     assert d.extra_create_kwargs["labels"]["onelab.user"] == "{raw_username}"
     assert d.extra_create_kwargs["labels"]["onelab.role"] == "learner"
     assert not any("docker.sock" in str(v) for v in d.volumes)
+
+
+def test_an_oom_kill_outlives_the_stopped_servers_spawner():
+    """JupyterHub makes a new Spawner for the start after a stop: the kill's time goes with the
+    server's saved state, so the new server can still say why it was started again."""
+    old = LearnerSpawner(object_name="onelab-sora")
+    old.died_of, old.died_at = "oom", 1_700_000_000.0
+    old.clear_state()  # what User.stop does after the stop
+    saved = old.get_state()
+    assert saved["died"] == ["oom", 1_700_000_000.0]
+    new = LearnerSpawner(object_name="onelab-sora")
+    new.load_state(saved)
+    assert (new.died_of, new.died_at) == ("oom", 1_700_000_000.0)
+    new.died_at = 0.0  # start() clears it once the environment holds the notice
+    assert "died" not in new.get_state()
 
 
 def test_gpu_setting_requests_devices_and_the_gpu_image(tmp_path):
@@ -173,3 +191,37 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, mo
     assert (members.role("mini", "amy"), members.role("mini", "tom"),
             members.role("mini", "carl"), members.role("nope", "amy")) == (
         "learner", "staff", None, None)
+
+
+def test_a_server_that_keeps_dying_is_left_stopped(monkeypatch):
+    """Three automatic starts in ten minutes, then no more: a broken image cannot loop."""
+    import asyncio
+    import time
+
+    from dockerspawner import DockerSpawner
+
+    async def nothing(self, *a, **k):
+        return None
+
+    monkeypatch.setattr(DockerSpawner, "stop", nothing)
+    monkeypatch.setattr(DockerSpawner, "remove_object", nothing)
+    started = []
+
+    async def start_again(self):
+        started.append(time.time())
+
+    monkeypatch.setattr(LearnerSpawner, "_start_again", start_again)
+    sp = LearnerSpawner(object_name="onelab-sora", restart_token="t", restart_delay=0.0)
+    sp.user = type("U", (), {"name": "sora"})()
+
+    async def die_and_stop():
+        sp.died_of, sp.died_at = "stopped", time.time()
+        await sp.stop()
+        await asyncio.sleep(0.05)
+
+    for _ in range(5):
+        asyncio.run(die_and_stop())
+    assert len(started) == 3 and len(sp.restarts) == 3
+    sp.restarts = [t - 601 for t in sp.restarts]  # ten minutes later it may try again
+    asyncio.run(die_and_stop())
+    assert len(started) == 4

@@ -8,7 +8,7 @@
 // Opening JupyterLab with ?onelab=assignments (the class home's link) shows the panel at once.
 
 import { ILabShell, ILayoutRestorer } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -279,4 +279,48 @@ const plugin = {
   }
 };
 
-export default plugin;
+// Why work stopped (images/learner/onelab/onelab_notices.py): a kernel the OOM killer ended, or
+// the whole server, which the hub started again. Each notice is shown once, in the learner's
+// language; a server restart waits for the learner's OK, a kernel's stays in the corner.
+const NOTICE_EVERY_MS = 5000;
+
+const notices = {
+  id: '@onelab/assignments:notices',
+  description: 'Tells the learner why a kernel or the server stopped (out of memory).',
+  autoStart: true,
+  activate: app => {
+    let kills = null;
+    const seen = new Set(JSON.parse(sessionStorage.getItem('onelab-notices') || '[]'));
+    const check = async () => {
+      let data;
+      try {
+        data = await api('notices');
+      } catch (e) {
+        return; // the server is restarting: ask again later
+      }
+      for (const n of data.notices || []) {
+        if (!seen.has(n.id)) {
+          seen.add(n.id);
+          sessionStorage.setItem('onelab-notices', JSON.stringify([...seen]));
+          await showDialog({
+            title: 'OneLab',
+            body: n.text,
+            buttons: [Dialog.okButton()]
+          });
+        }
+      }
+      if (typeof data.oom_kills === 'number') {
+        if (kills !== null && data.oom_kills > kills) {
+          Notification.warning(data.kernel_oom, { autoClose: false });
+        }
+        kills = data.oom_kills;
+      }
+    };
+    app.restored.then(() => {
+      check();
+      setInterval(check, NOTICE_EVERY_MS);
+    });
+  }
+};
+
+export default [plugin, notices];

@@ -213,8 +213,11 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(app):
+    from onelab_notices import NoticesHandler
+
     base = app.web_app.settings["base_url"]
     app.web_app.add_handlers(".*$", [
+        (url_path_join(base, "onelab/api/notices"), NoticesHandler),
         (url_path_join(base, "onelab/api/coursework"), CourseworkHandler),
         (url_path_join(base, r"onelab/api/(fetch|submit|feedback|validate)"), ActionHandler),
     ])
