@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from dockerspawner import DockerSpawner
+from jupyterhub.utils import maybe_future
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Float, Integer, List, Unicode
 from traitlets.config import Config
@@ -84,7 +85,11 @@ class LearnerSpawner(DockerSpawner):
             except Exception:  # noqa: BLE001 - the engine may be away; the status stands
                 obj = None
             self.died_at = time.time()
-            self.died_of = "oom" if obj and obj["State"].get("OOMKilled") else "stopped"
+            # OOMKilled stays true once the OOM killer ended any process of the container (a
+            # kernel, say): the server itself died of it only when it was SIGKILLed
+            state = obj["State"] if obj else {}
+            self.died_of = ("oom" if state.get("OOMKilled") and state.get("ExitCode") == 137
+                            else "stopped")
             self.log.warning("%s's server ended by itself (%s, exit %s, memory limit %s)",
                              self.user.name, "killed for memory" if self.died_of == "oom"
                              else "the container stopped", status, self.mem_limit)
@@ -137,16 +142,29 @@ class LearnerSpawner(DockerSpawner):
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
         await self.remove_object()
-        if self.died_at and self.restart_token:
-            now_ = time.time()
-            recent = [t for t in self.restarts if now_ - t < self.restart_window]
-            if len(recent) >= self.restart_limit:
-                self.log.error("%s's server ended by itself %d times in %d s: left stopped",
-                               self.user.name, len(recent) + 1, self.restart_window)
-                return
-            self.restarts = [*recent, now_]
-            asyncio.get_running_loop().call_later(
-                self.restart_delay, lambda: asyncio.ensure_future(self._start_again()))
+
+    async def run_post_stop_hook(self) -> None:
+        """After every stop, the hub's or a death's. JupyterHub calls stop() only for a server
+        still running, so a container that ended by itself is removed here, and the server is
+        started again (unless it keeps dying)."""
+        await maybe_future(super().run_post_stop_hook())
+        if not self.died_at:
+            return
+        try:
+            await self.remove_object()
+        except Exception as e:  # noqa: BLE001 - the engine may be away; start() removes it later
+            self.log.warning("could not remove %s's ended container: %s", self.user.name, e)
+        if not self.restart_token:
+            return
+        now = time.time()
+        recent = [t for t in self.restarts if now - t < self.restart_window]
+        if len(recent) >= self.restart_limit:
+            self.log.error("%s's server ended by itself %d times in %d s: left stopped",
+                           self.user.name, len(recent) + 1, self.restart_window)
+            return
+        self.restarts = [*recent, now]
+        asyncio.get_running_loop().call_later(
+            self.restart_delay, lambda: asyncio.ensure_future(self._start_again()))
 
     async def _start_again(self) -> None:
         """POST the server through the hub's API, as the home page's Start does; retried while
