@@ -372,7 +372,10 @@ def main() -> None:
     try:
         ip = dockerdoor.container_ip(ctr, spec.network)
         try:
-            op(spec.name, "init")
+            upgraded = op(spec.name, "init")
+            if upgraded:
+                print(f"formgrader of {course_id}: gradebook upgraded ({upgraded}), the old "
+                      "one kept beside it", flush=True)
             sync_sources(settings, course)
         except OneLabError as e:  # the service still serves what the course folder holds
             print(f"formgrader of {course_id}: the sources could not be synced: {e}",

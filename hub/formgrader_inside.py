@@ -25,6 +25,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -291,11 +292,44 @@ def _replace(src: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def upgrade_gradebook(db: Path) -> str | None:
+    """Bring a course's gradebook to the schema of the nbgrader in this image (nbgrader does
+    not do it by itself; an upgraded image would otherwise fail on an old gradebook): alembic's
+    own migrations, after a dated copy of the file beside it. Returns "old -> new", or None
+    when there is nothing to do (no gradebook yet, already current, or one nbgrader made before
+    it kept a revision, which nbgrader stamps itself)."""
+    if not db.is_file():
+        return None
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from nbgrader import dbutil
+
+    url = f"sqlite:///{db}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    with dbutil._temp_alembic_ini(url) as ini:
+        cfg = AlembicConfig(ini)
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        if current is None or current == head:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        shutil.copy2(db, db.with_name(f"{db.name}.{stamp}-before-upgrade"))
+        command.upgrade(cfg, "head")
+    return f"{current} -> {head}"
+
+
 def run_op(op: str, args: list[str]) -> Any:
     root = Path("/course")
     if op == "init":
         (root / "source").mkdir(exist_ok=True)
-        return None
+        return upgrade_gradebook(root / "gradebook.db")
     if op == "clear-sync":
         shutil.rmtree(root / ".sync", ignore_errors=True)
         return None
