@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from onelab.errors import OneLabError
+from onelab.settings import GpuPolicyName
 
 SLUG = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\s*$")
@@ -84,6 +85,19 @@ class Regress(_Strict):
         return failed
 
 
+class CourseGpu(_Strict):
+    """A course's own GPU rules, over the `gpu.*` settings (docs/gpu.md)."""
+
+    policy: GpuPolicyName | None = Field(
+        None, description="none, exclusive, shared or mig; default: gpu.default_policy")
+    per_device: int | None = Field(
+        None, ge=1, le=64, description="learners per GPU when shared; default: "
+        "gpu.shared_per_device")
+    weekly_hours: float | None = Field(
+        None, ge=0, le=168, description="GPU-hours per learner per week in this course (0: "
+        "unlimited); default: gpu.weekly_gpu_hours")
+
+
 class Assignment(_Strict):
     id: str = Field(pattern=SLUG)
     title: Text
@@ -107,6 +121,8 @@ class Course(_Strict):
     learners: list[str] = Field(default_factory=list)
     learners_csv: str | None = Field(None, description="CSV with a `username` column, beside course.yml")
     image: str = Field("learner", description="`learner` (the learner image) or an image tag")
+    gpu: CourseGpu = Field(default_factory=CourseGpu, description="GPU policy, learners per "
+                           "GPU and weekly GPU-hours of this course")
     assignments: list[Assignment] = Field(min_length=1)
     root: Path = Field(Path("."), exclude=True)
 

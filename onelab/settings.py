@@ -20,7 +20,7 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -427,6 +427,98 @@ class ExchangeSettings(Section):
         return _size(v)
 
 
+GPU_UUID = re.compile(r"^(GPU|MIG)-[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+"""A device's UUID as nvidia-smi prints it (MIG-GPU-<uuid>/<gi>/<ci> on old drivers): it goes
+into NVIDIA_VISIBLE_DEVICES and Docker's device requests, so no commas or spaces."""
+GpuPolicyName = Literal["none", "exclusive", "shared", "mig"]
+"""How learners get GPUs: none, exclusive, shared or mig (docs/gpu.md)."""
+
+
+class GpuDeviceSettings(Section):
+    """One GPU or MIG instance declared by hand (hub/gpu/inventory.py)."""
+
+    uuid: str = Field(description="GPU-... or MIG-..., as `nvidia-smi -L` prints it.")
+    index: int | None = Field(
+        None, ge=0, le=1023, description="nvidia-smi's index (a MIG instance: its GPU's); "
+        "default: the position in the list.",
+    )
+    model: str = Field("", max_length=200, description="e.g. NVIDIA A100-SXM4-40GB.")
+    memory_mib: int = Field(0, ge=0, le=16_777_216, description="Memory in MiB (0: unknown).")
+    mig: bool | None = Field(
+        None, validate_default=True,
+        description="A MIG instance; default: whether the UUID starts with MIG-.",
+    )
+    parent_uuid: str | None = Field(None, description="A MIG instance's GPU.")
+
+    @field_validator("uuid", "parent_uuid")
+    @classmethod
+    def _uuid(cls, v: str | None) -> str | None:
+        if v is not None and not GPU_UUID.match(v):
+            raise ValueError("must look like GPU-<uuid> or MIG-<uuid> (letters, digits, "
+                             "'-', '.', '/', no spaces or commas)")
+        return v
+
+    @field_validator("mig")
+    @classmethod
+    def _mig(cls, v: bool | None, info: ValidationInfo) -> bool:
+        return str(info.data.get("uuid", "")).startswith("MIG-") if v is None else v
+
+
+class GpuSettings(Section):
+    """GPUs for learners (hub/gpu/, docs/gpu.md): which devices there are, and how a course's
+    learners share them. A course's course.yml may override policy, per_device and weekly
+    hours (its `gpu:` block)."""
+
+    inventory: list[GpuDeviceSettings] = Field(
+        default_factory=list, description="The GPUs and MIG instances, declared by hand: a "
+        "list of {uuid, model, memory_mib, index, mig, parent_uuid}. Takes precedence over "
+        "what nvidia-smi reports; empty: nvidia-smi's, or none (GPU features are then absent).",
+    )
+    default_policy: GpuPolicyName = Field(
+        "none", description="How a course without its own `gpu.policy` hands out GPUs: none "
+        "(CPU only), exclusive (a whole GPU per learner), shared (up to shared_per_device "
+        "learners per GPU, each with a memory cap) or mig (one MIG instance per learner).",
+    )
+    shared_per_device: int = Field(
+        4, ge=1, le=64, description="Learners per GPU under the shared policy.",
+    )
+    shared_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="Fraction of a GPU's memory each shared learner may "
+        "use (ONELAB_GPU_MEMORY_FRACTION); default, and at most: 1 / the course's learners "
+        "per GPU.",
+    )
+    queue_wait_limit: int = Field(
+        300, ge=0, le=86_400, description="Seconds a spawn waits in the queue for a free GPU "
+        "before it starts on CPU only, with a message.",
+    )
+    weekly_gpu_hours: float = Field(
+        0, ge=0, le=168, description="GPU-hours each learner may hold per week, per course "
+        "(Monday 00:00, the host's time zone); 0: unlimited.",
+    )
+
+    @field_validator("inventory")
+    @classmethod
+    def _inventory(cls, v: list[GpuDeviceSettings]) -> list[GpuDeviceSettings]:
+        uuids = [d.uuid for d in v]
+        twice = sorted({u for u in uuids if uuids.count(u) > 1})
+        if twice:
+            raise ValueError(f"declares {', '.join(twice)} more than once")
+        for d in v:
+            if d.parent_uuid is not None and not d.mig:
+                raise ValueError(f"{d.uuid}: only a MIG instance (mig: true) has a parent_uuid")
+            if d.parent_uuid is not None and d.parent_uuid not in uuids:
+                raise ValueError(f"{d.uuid}: parent_uuid {d.parent_uuid} is not declared")
+        return v
+
+    def memory_fraction(self, per_device: int) -> float:
+        """A shared learner's memory cap when `per_device` learners share a GPU: never more
+        than 1 / per_device, so the caps on one GPU never add up to more than the GPU."""
+        even = int(10_000 / per_device) / 10_000  # rounded down: 3 x 0.3333 stays under 1
+        if self.shared_memory_fraction is not None:
+            return min(self.shared_memory_fraction, even)
+        return even
+
+
 def size_bytes(value: str) -> int:
     """A validated size such as 512M or 2G in bytes (K, M, G, T are powers of 1024)."""
     value = _size(value)
@@ -461,6 +553,7 @@ class Settings(Section):
     images: ImageSettings = Field(default_factory=ImageSettings)
     grading: GradingSettings = Field(default_factory=GradingSettings)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
 
     @property
     def db_url(self) -> str:
@@ -526,8 +619,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _allowed(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] = Settings
     for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list of blocks (gpu.inventory)
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
+        if get_origin(ann) is list:
+            ann = get_args(ann)[0]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return ""
         model = ann
@@ -625,17 +722,24 @@ def reference() -> str:
              "`ONELAB_<SECTION>__<KEY>` environment variables.", ""]
 
     def walk(model: type[BaseModel], prefix: str) -> None:
-        rows = []
+        rows: list[str] = []
+        items: list[tuple[type[BaseModel], str]] = []
         for name, field in model.model_fields.items():
             ann = field.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name}.")
                 continue
-            default = field.get_default(call_default_factory=True)
-            rows.append(f"| `{prefix}{name}` | `{default!r}` | {field.description or ''} |")
+            default = ("(required)" if field.is_required() else
+                       f"`{field.get_default(call_default_factory=True)!r}`")
+            rows.append(f"| `{prefix}{name}` | {default} | {field.description or ''} |")
+            item = get_args(ann)[0] if get_origin(ann) is list else None
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                items.append((item, f"{prefix}{name}[]."))  # a list of blocks: their keys too
         if rows:
             lines.extend([f"## `{prefix.rstrip('.') or 'top level'}`", "",
                           "| key | default | meaning |", "|---|---|---|", *rows, ""])
+        for item, item_prefix in items:
+            walk(item, item_prefix)
 
     walk(Settings, "")
     return "\n".join(lines)

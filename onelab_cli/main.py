@@ -461,6 +461,57 @@ def cmd_course_list(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _no_gpus() -> None:
+    _echo(_("No GPUs: the gpu.inventory setting declares none and nvidia-smi found none. "
+            "Declare them in onelab.yaml under gpu.inventory (docs/gpu.md)."))
+
+
+def cmd_gpu_list(s: Settings, a: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from hub.gpu import report
+
+    inventory, rows = report.devices(s)
+    if not inventory:
+        _no_gpus()
+        return 0
+    source = (_("the gpu.inventory setting") if inventory.source == "settings"
+              else inventory.source)
+    _echo(_("{n} device(s), from {source}").format(n=len(rows), source=source))
+    for device, holders in rows:
+        memory = f"{device.memory_mib} MiB" if device.memory_mib else "?"
+        _echo(f"{device.index:>3}  {device.uuid:<44} {device.model or '-'} ({memory})")
+        if not holders:
+            _echo("       " + _("free"))
+        for c in holders:
+            since = c.claimed_at.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+            who = c.username + (f"/{c.server_name}" if c.server_name else "")
+            _echo(f"       {c.slot:>2}  " + _("{user} ({course}, {policy}, since {time})")
+                  .format(user=who, course=c.course or "-", policy=c.policy, time=since))
+    return 0
+
+
+def cmd_gpu_usage(s: Settings, a: argparse.Namespace) -> int:
+    from hub.gpu import inventory as gpu_inventory
+    from hub.gpu import report
+
+    if not gpu_inventory.load(s.gpu):
+        _no_gpus()
+        return 0
+    rows = report.usage(s, week=a.week)
+    if not rows:
+        _echo(_("no GPU time recorded this week") if a.week else _("no GPU time recorded"))
+        return 0
+    head = [_("learner"), _("course"), _("hours")] + ([_("left")] if a.week else [])
+    _echo(f"{_pad(head[0], 24)} {_pad(head[1], 20)} {_pad(head[2], 8)} "
+          + (head[3] if a.week else "").rstrip())
+    for r in rows:
+        left = ("" if not a.week else _("unlimited") if r.left is None
+                else f"{r.left:.2f} / {r.limit:g}")
+        _echo(f"{r.user:<24} {r.course or '-':<20} {r.hours:<8.2f} {left}".rstrip())
+    return 0
+
+
 def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     from hub.bench import bench_spawn
 
@@ -674,6 +725,16 @@ def build_parser() -> argparse.ArgumentParser:
              _("Print the settings in force, or their reference."))
     se.add_argument("--reference", action="store_true",
                     help=_("Markdown reference of all settings"))
+
+    gpu = group("gpu", _("GPUs for learners: the devices, who holds them, hours used "
+                         "(docs/gpu.md)."))
+    add(gpu, "list", cmd_gpu_list,
+        _("List the GPUs and MIG instances and who holds each (the hub's claims)."))
+    gu = add(gpu, "usage", cmd_gpu_usage,
+             _("GPU-hours per learner and course, counted from their claims."))
+    gu.add_argument("--week", action="store_true",
+                    help=_("only this week (from Monday 00:00), with the hours left of the "
+                           "weekly limit"))
 
     tl = group("tls", _("HTTPS on the public port."))
     ts = add(tl, "show", cmd_tls_show,
