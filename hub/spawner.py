@@ -16,9 +16,11 @@ from typing import Any
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import maybe_future
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, List, Unicode
 from traitlets.config import Config
 
+from hub.gpu.learner import GpuSpawnerMixin
 from hub.state import admin_token
 from images.table import learner_image
 from onelab import dockerdoor
@@ -49,7 +51,7 @@ NOTICE_ENV = "ONELAB_NOTICE"
 after it ended by itself otherwise (the Docker Engine restarted, the container crashed)."""
 
 
-class LearnerSpawner(DockerSpawner):
+class LearnerSpawner(GpuSpawnerMixin, DockerSpawner):
     """DockerSpawner that brings back a learner's server that ended by itself, and says why.
 
     A server's container that stops without the hub asking (the OOM killer ended it, the Docker
@@ -68,6 +70,8 @@ class LearnerSpawner(DockerSpawner):
     restart_limit = Integer(3, help="Automatic starts allowed in restart_window.").tag(
         config=True)
     restart_window = Float(600.0, help="Seconds over which restart_limit counts.").tag(
+        config=True)
+    onelab_settings = AnyTrait(None, help="OneLab's settings (the GPU claims need them).").tag(
         config=True)
     died_at = Float(0.0)
     """When the hub saw this server's container end by itself (0: not since the last start)."""
@@ -119,6 +123,7 @@ class LearnerSpawner(DockerSpawner):
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
+        env.update(self.gpu_env())
         if self.died_at:
             env[NOTICE_ENV] = f"{self.died_of} {int(self.died_at)}"
         return env
@@ -135,6 +140,7 @@ class LearnerSpawner(DockerSpawner):
             self.log.warning("Removing %s's old container %s", self.user.name, self.object_id[:7])
             await self.remove_object()
         try:
+            await self.gpu_before_start()  # a claim (maybe after a queue), or CPU
             return await super().start()
         finally:  # the notice went into this start's environment
             self.died_at, self.died_of = 0.0, ""
@@ -148,6 +154,7 @@ class LearnerSpawner(DockerSpawner):
         still running, so a container that ended by itself is removed here, and the server is
         started again (unless it keeps dying)."""
         await maybe_future(super().run_post_stop_hook())
+        await self.gpu_after_stop()
         if not self.died_at:
             return
         try:
@@ -204,6 +211,7 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     s = settings.spawner
     c.JupyterHub.spawner_class = LearnerSpawner
     c.LearnerSpawner.restart_token = admin_token(settings.state_dir)
+    c.LearnerSpawner.onelab_settings = settings
     d = c.DockerSpawner
     for trait, value in dockerdoor.spawner_settings(learner_policy(settings)).items():
         setattr(d, trait, value)
