@@ -153,6 +153,10 @@ def door(settings: Settings) -> GpuDoor:
     if key not in _DOORS:
         from hub.courses import course_specs
 
-        _DOORS[key] = GpuDoor(settings, inventory_mod.load(settings.gpu),
-                              course_specs(settings))
+        d = _DOORS[key] = GpuDoor(settings, inventory_mod.load(settings.gpu),
+                                  course_specs(settings))
+        if d.enabled:  # the hub's /hub/metrics shows the claims from now on
+            from hub.gpu.metrics import register
+
+            register(d)
     return _DOORS[key]

@@ -82,6 +82,10 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     assert "DeviceRequests" not in c.attrs["HostConfig"] or not \
         c.attrs["HostConfig"]["DeviceRequests"]  # no NVIDIA runtime here
     assert "gina" in held(plat)
+    token = plat.cli("token").stdout.strip().split()[-1]
+    metrics = requests.get(f"{plat.url}hub/metrics", timeout=30,
+                           headers={"Authorization": f"token {token}"}).text
+    assert f'onelab_gpu_claims{{device="{GPU}",model="Test GPU"}} 1.0' in metrics
 
     # the spawn page offers the choice, in Korean by default
     hana = plat.login("hana")

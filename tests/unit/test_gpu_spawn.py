@@ -126,3 +126,18 @@ def test_the_first_start_after_a_hub_restart_gives_back_claims_of_gone_servers(d
     assert [c.username for c in gone] == ["amy"]
     assert door.reconcile(set()) == []  # once per hub process
     assert [c.username for c in door.claims.holders()] == ["ben"]
+
+
+def test_prometheus_sees_claims_the_queue_and_gpu_seconds(door):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from hub.gpu.metrics import register
+
+    registry = CollectorRegistry()
+    register(door, registry)
+    run(door.decide("amy", "", ["deep-learners"], None, Said()))
+    door.waiting.append(("ben", "", "exclusive"))
+    text = generate_latest(registry).decode()
+    assert 'onelab_gpu_claims{device="GPU-aaaa",model="test"} 1.0' in text
+    assert 'onelab_gpu_queue_length{policy="exclusive"} 1.0' in text
+    assert 'onelab_gpu_seconds_total{course="deep"}' in text
