@@ -329,14 +329,20 @@ def _grade(s: Settings, course_dir: Path, assignment: str, image: str, *, force:
            students: list[str] | None = None, workers: int | None = None,
            **overrides: Any) -> int:
     """`onelab grade`: settings.grading plus what was given."""
+    from dataclasses import replace
+
     from graders.grade import Options, grade
+    from hub.gpu.borrow import borrowed
     from onelab import dockerdoor
 
     dockerdoor.require_image(image, "grading image")
     opts = Options.from_settings(s.grading, image, **overrides)
-    outcomes = grade(course_dir, assignment, opts, students=students,
-                     workers=workers or s.grading.workers, force=force, echo=_echo,
-                     progress=sys.stderr.isatty())
+    # GPUs from the learners' claims (with an inventory), given back after
+    with borrowed(s, "grade", opts.limits.gpus) as gpus:
+        opts = replace(opts, limits=opts.limits.model_copy(update={"gpus": gpus}))
+        outcomes = grade(course_dir, assignment, opts, students=students,
+                         workers=workers or s.grading.workers, force=force, echo=_echo,
+                         progress=sys.stderr.isatty())
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

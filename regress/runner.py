@@ -55,12 +55,23 @@ def regress(courses: list[Course], settings: Settings, *, device: str = "cpu",
             echo: Echo = print) -> Regression:
     """Run, check, and grade every assignment of `courses`; `strict_tests` makes a test that
     an always-equal answer passes a failure instead of a warning."""
-    from onelab import dockerdoor
-
     started = time.monotonic()
     workers = max(1, workers or os.cpu_count() or 1)
-    gpus = "all" if device == "cuda" else "none"
+    if device == "cuda":  # from the learners' claims, given back after
+        from hub.gpu.borrow import borrowed
+
+        with borrowed(settings, "regress", "1") as gpus:
+            return _regress(courses, settings, device, full, qa, strict_tests, workers,
+                            out_dir, echo, started, gpus)
+    return _regress(courses, settings, device, full, qa, strict_tests, workers, out_dir, echo,
+                    started, "none")
+
+
+def _regress(courses: list[Course], settings: Settings, device: str, full: bool, qa: bool,
+             strict_tests: bool, workers: int, out_dir: Path | None, echo: Echo,
+             started: float, gpus: str) -> Regression:
     from images.table import course_image, grading_image
+    from onelab import dockerdoor
 
     # notebooks run where learners run them; grading QA grades as the course is graded
     images = {c.id: course_image(c.image, settings, gpu=device == "cuda") for c in courses}
