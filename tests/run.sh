@@ -8,4 +8,4 @@ mkdir -p test-artifacts
 .venv/bin/ruff check --quiet . || { echo "ruff found the problems above" >&2; exit 1; }
 # types of onelab/ and graders/ ([tool.mypy] in pyproject.toml; mypy is pinned too)
 .venv/bin/mypy || { echo "mypy found the type errors above" >&2; exit 1; }
-exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest tests -p no:cacheprovider --durations=40 "$@"

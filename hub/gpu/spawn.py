@@ -144,12 +144,14 @@ def container(claim: Claim, device_requests: bool) -> dict[str, Any]:
     return {"env": req["env"], "labels": {LABEL: req["label"]}, "host_config": host}
 
 
-_DOORS: dict[int, GpuDoor] = {}
+_DOORS: dict[str, GpuDoor] = {}
 
 
 def door(settings: Settings) -> GpuDoor:
-    """The hub process's door (its inventory read once, at first use)."""
-    key = id(settings)
+    """The hub process's one door (its inventory read once, at first use). Keyed by the hub's
+    database, not by the settings object: traitlets gives each Spawner its own deep copy of
+    the settings, and the queue, the claims' engine and the metrics must be the process's."""
+    key = settings.db_url
     if key not in _DOORS:
         from hub.courses import course_specs
 

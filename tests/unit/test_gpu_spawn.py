@@ -141,3 +141,13 @@ def test_prometheus_sees_claims_the_queue_and_gpu_seconds(door):
     assert 'onelab_gpu_claims{device="GPU-aaaa",model="test"} 1.0' in text
     assert 'onelab_gpu_queue_length{policy="exclusive"} 1.0' in text
     assert 'onelab_gpu_seconds_total{course="deep"}' in text
+
+
+def test_every_spawner_of_a_hub_shares_one_door(tmp_path):
+    """traitlets hands each Spawner a deep copy of the settings: the queue must not split."""
+    import copy
+
+    from hub.gpu import spawn
+
+    s = load(path=None, environ={"ONELAB_STATE_DIR": str(tmp_path)})
+    assert spawn.door(s) is spawn.door(copy.deepcopy(s))
