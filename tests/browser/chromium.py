@@ -6,3 +6,18 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-
         "--no-first-run", "--disable-sync", "--disable-gpu"]
 LOCAL = {"127.0.0.1", "localhost"}
 """The only hosts a page of the platform may send a request to."""
+
+
+def korean_page(width: int = 1280, height: int = 800):
+    """A page of a fresh headless Chromium in Korean; every URL it requests is kept in
+    ``page.requests`` (what a test checks against LOCAL). A generator for a pytest fixture."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": width, "height": height}, locale="ko-KR")
+        page = ctx.new_page()
+        page.requests = []
+        page.on("request", lambda r: page.requests.append(r.url))
+        yield page
+        browser.close()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from onelab.course import courses_dir
-from tests.browser.chromium import ARGS, CHROMIUM, LOCAL
+from tests.browser.chromium import LOCAL, korean_page
 from tests.conftest import ARTIFACTS, start_platform, stop_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -35,16 +35,7 @@ def classroom(docker_ready, tmp_path):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 900}, locale="ko-KR")
-        pg = ctx.new_page()
-        pg.requests = []
-        pg.on("request", lambda r: pg.requests.append(r.url))
-        yield pg
-        browser.close()
+    yield from korean_page(1400, 900)
 
 
 def shot(page, step: str) -> None:

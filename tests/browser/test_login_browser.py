@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser.chromium import ARGS, CHROMIUM
+from tests.browser.chromium import korean_page
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -10,13 +10,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="ko-KR")
-        yield ctx.new_page()
-        browser.close()
+    yield from korean_page()
 
 
 def test_learner_logs_in_and_sees_jupyterlab(platform, page):

@@ -90,7 +90,9 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     # the spawn page offers the choice, in Korean by default
     hana = plat.login("hana")
     page = hana.http.get(f"{plat.url}hub/spawn", timeout=30)
-    assert page.status_code == 200 and "서버를 어디에서 실행할까요?" in page.text and 'value="cpu"' in page.text
+    text = page.content.decode("utf-8")  # the page is UTF-8 (requests guesses Latin-1)
+    assert page.status_code == 200 and "서버를 어디에서 실행할까요?" in text
+    assert 'value="cpu"' in text and "GPU 한 장 전체" in text
 
     seen: list[str] = []
     stop = threading.Event()
