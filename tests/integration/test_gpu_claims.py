@@ -3,7 +3,8 @@ declared inventory of one GPU and a course whose policy is a whole GPU per learn
 is on the container's label and in its environment (no device request: this engine has no
 NVIDIA runtime); a second learner waits in the queue, sees their place on the spawn progress,
 and starts on CPU after the wait limit; a stopped server gives its GPU back; a hub killed with
-SIGKILL keeps the claims of servers that still run; the spawn form offers the choice."""
+SIGKILL keeps the claims of servers that still run; the spawn form offers the choice; a learner
+past the week's GPU-hours starts on CPU and is told so."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def plat(docker_ready, tmp_path_factory):
                     + "gpu: {policy: exclusive}\n")
     config = root / "onelab.yaml"
     config.write_text(f"gpu:\n  inventory:\n    - {{uuid: {GPU}, model: Test GPU, "
-                      "memory_mib: 16384}\n  queue_wait_limit: 12\n")
+                      "memory_mib: 16384}\n  queue_wait_limit: 12\n"
+                      "  weekly_gpu_hours: 0.01\n")  # 36 s a week: spent within the test
     p = start_platform(root, ONELAB_COURSES_DIR=str(courses), ONELAB_CONFIG=str(config))
     yield p
     stop_platform(p)
@@ -57,16 +59,30 @@ def held(p) -> list[str]:
             if line.startswith("       ") and line.split()[0].isdigit()]
 
 
-def progress_messages(p, hub, name: str, into: list[str], stop: threading.Event) -> None:
-    """Read the spawn progress stream the spawn page reads (server-sent events)."""
+def start_and_listen(p, hub, name: str) -> list[str]:
+    """Start `name`'s server and read, while it starts, the progress messages the spawn page
+    shows (JupyterHub's server-sent events), until the server is ready."""
+    seen: list[str] = []
+    starter = threading.Thread(target=hub.start, args=(name,), daemon=True)
+    starter.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the stream exists while the start is pending
+        server = ((hub.user(name) or {}).get("servers") or {}).get("", {})
+        if server.get("pending") == "spawn" or server.get("ready"):
+            break
+        time.sleep(0.1)
     url = f"{p.url}hub/api/users/{name}/server/progress"
-    with hub.http.get(url, stream=True, timeout=60,
+    with hub.http.get(url, stream=True, timeout=120,
                       headers={"Accept": "text/event-stream"}) as r:
         for line in r.iter_lines(decode_unicode=True):
-            if stop.is_set():
-                return
             if line and line.startswith("data:"):
-                into.append(json.loads(line[5:]).get("message", ""))
+                event = json.loads(line[5:])
+                seen.append(event.get("message", ""))
+                if event.get("ready"):
+                    break
+    starter.join(timeout=120)
+    hub.wait_ready(name)
+    return seen
 
 
 def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
@@ -94,14 +110,7 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     assert page.status_code == 200 and "서버를 어디에서 실행할까요?" in text
     assert 'value="cpu"' in text and "GPU 한 장 전체" in text
 
-    seen: list[str] = []
-    stop = threading.Event()
-    hana.start("hana")
-    reader = threading.Thread(target=progress_messages, args=(plat, hana, "hana", seen, stop),
-                              daemon=True)
-    reader.start()
-    hana.wait_ready("hana", timeout=120)
-    stop.set()
+    seen = start_and_listen(plat, hana, "hana")
     h = learner_container(plat, "hana")
     assert "onelab.gpu" not in (h.labels or {})
     assert env_of(h).get("ONELAB_GPU", "") == ""
@@ -128,3 +137,13 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     assert learner_container(plat, "hana").labels.get("onelab.gpu") == f"{GPU}/0"
     assert time.monotonic() - started < 60
     assert held(plat) == ["hana"]
+
+    # gina has used more than this week's GPU time (36 s here): CPU, and the spawn page says why
+    hana.stop("hana")
+    week = plat.cli("gpu", "usage", "--week").stdout
+    gina_row = next(line for line in week.splitlines() if line.startswith("gina "))
+    assert gina_row.split()[-1] == "0.00/0.01" or "0.00 / 0.01" in gina_row, week
+    gina = plat.login("gina")
+    told = start_and_listen(plat, gina, "gina")
+    assert "onelab.gpu" not in (learner_container(plat, "gina").labels or {})
+    assert any("이번 주 GPU 사용 시간이 남지 않았습니다" in m for m in told), told
