@@ -23,6 +23,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -301,7 +303,6 @@ def upgrade_gradebook(db: Path) -> str | None:
     if not db.is_file():
         return None
     import sqlalchemy as sa
-    from alembic import command
     from alembic.config import Config as AlembicConfig
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -321,7 +322,11 @@ def upgrade_gradebook(db: Path) -> str | None:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         shutil.copy2(db, db.with_name(f"{db.name}.{stamp}-before-upgrade"))
-        command.upgrade(cfg, "head")
+        # in a child: nbgrader's migration environment reconfigures (and silences) logging
+        done = subprocess.run([sys.executable, "-m", "alembic", "-c", ini, "upgrade", "head"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"upgrading {db.name} failed: {done.stderr.strip()[-500:]}")
     return f"{current} -> {head}"
 
 

@@ -142,8 +142,23 @@ def platform_env(prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
         "ONELAB_SPAWNER__MEM_LIMIT": "1G",
         "ONELAB_SPAWNER__PIDS_LIMIT": "256",
     })
+    if "ONELAB_COURSES_DIR" not in extra:
+        env["ONELAB_COURSES_DIR"] = str(one_course(state_dir.parent / "courses"))
     env.update(extra)
     return env
+
+
+def one_course(root: Path) -> Path:
+    """A courses folder with the smallest shipped course alone: each course is a grading
+    container that starts with the platform, and a test that needs no other course should
+    not pay for them (a test of a course names its own folder)."""
+    import shutil
+
+    from onelab.course import courses_dir
+
+    if not (root / "onelab-101").is_dir():
+        shutil.copytree(courses_dir() / "onelab-101", root / "onelab-101")
+    return root
 
 
 def cleanup_prefix(prefix: str) -> None:

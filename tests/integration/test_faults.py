@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from onelab.hubclient import Hub, Kernel
+from onelab.hubclient import Hub, HubError, Kernel
 from tests.conftest import start_platform, stop_platform
 from tests.integration.test_classroom import running_kernel
 
@@ -46,8 +46,8 @@ def until(what: str, check, timeout: float = 90) -> None:
         try:
             if check():
                 return
-        except (requests.RequestException, OSError, ValueError):
-            pass
+        except (requests.RequestException, OSError, ValueError, HubError):
+            pass  # not up yet, or a busy hub's proxy answering 503 for a moment
         time.sleep(0.5)
     pytest.fail(f"{what} within {timeout:.0f} s")
 

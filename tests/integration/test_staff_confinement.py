@@ -225,7 +225,7 @@ def test_the_assistant_releases_collects_and_autogrades_with_the_buttons(course,
 def test_learner_script_does_not_run_when_staff_open_the_submission(course, graded, listener):
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.test_login_browser import ARGS, CHROMIUM
+    from tests.browser.chromium import ARGS, CHROMIUM
 
     p = course
     _, sub = graded

@@ -42,3 +42,15 @@ def test_an_older_gradebook_is_migrated_with_a_copy_kept(tmp_path):
 def test_no_gradebook_yet_is_left_alone(tmp_path):
     assert upgrade_gradebook(tmp_path / "gradebook.db") is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_upgrade_leaves_this_process_logging_alone(tmp_path):
+    """nbgrader's alembic environment calls logging.config.fileConfig, which disables every
+    logger that exists: grading's own log capture went silent after an upgrade in-process."""
+    import logging
+
+    before = logging.getLogger("traitlets")
+    db = tmp_path / "gradebook.db"
+    _old_gradebook(db)
+    assert upgrade_gradebook(db)
+    assert not before.disabled and not logging.getLogger("traitlets").disabled
