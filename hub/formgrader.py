@@ -117,6 +117,9 @@ def configure_formgraders(c: Config, settings: Settings, courses: list[Course],
                             "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin"},
             "display": True,
             "oauth_no_confirm": True,  # OneLab's own service: no "Authorize access" page
+            # its port answers once the course's container is up: on a busy server that is
+            # more than JupyterHub's default wait, and the hub would give up and exit
+            "timeout": FORMGRADER_START_TIMEOUT,
         })
         roles.append({"name": f"{course.id}-staff",
                       "users": sorted(course.staff()),
@@ -190,6 +193,9 @@ def write_config(settings: Settings, course_id: str) -> Path:
     shutil.rmtree(old, ignore_errors=True)
     return folder
 
+
+FORMGRADER_START_TIMEOUT = 180
+"""Seconds the hub waits, at its start, for a course's grading service to answer."""
 
 MANAGER_LABEL = "onelab.manager"
 """The pid of the manager (``python -m hub.formgrader``) that started the container: a container

@@ -165,6 +165,7 @@ def test_courses_become_groups_and_learners_reach_only_the_exchange(tmp_path, mo
     assert fg["command"][-3:] == ["-m", "hub.formgrader", "mini"]
     assert fg["environment"]["ONELAB_GRADING__MEMORY"] == "3G"
     assert fg["url"].startswith("http://127.0.0.1:")  # loopback: no container reaches it
+    assert fg["timeout"] >= 120  # the hub waits for the container, not JupyterHub's 30 s
     # the autograde button's notebooks run with the hub's limits, never the service's choice
     exchange = next(x for x in c.JupyterHub.services if x["name"] == EXCHANGE_SERVICE)
     sandboxes = json.loads(exchange["environment"]["EXCHANGE_GRADING"])
