@@ -103,7 +103,7 @@ class GpuDoor:
                 fields = {"course": course, "limit": f"{policy.weekly_hours:g}"}
                 say(QUOTA, fields)
                 return Decision(course=course, why=QUOTA, fields=fields)
-            say(LEFT, {"course": course, "hours": f"{left:.1f}"})
+            say(LEFT, {"course": course, "hours": f"{left:.2f}"})
         me = (user, server, policy.kind)
         self.waiting.append(me)
         waited = 0.0
