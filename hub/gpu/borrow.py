@@ -16,22 +16,13 @@ from contextlib import contextmanager
 from hub.gpu import inventory as inventory_mod
 from hub.gpu.claims import Claims
 from hub.gpu.policy import Policy
+from hub.supervise import alive
 from onelab.errors import OneLabError
 from onelab.i18n import N_
 from onelab.settings import Settings
 
 NONE_FREE = N_("no GPU is free for {what} ({held} of {total} held): see `onelab gpu list`, or "
                "run it on CPU")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _count(gpus: str, total: int) -> int:
@@ -57,7 +48,7 @@ def borrowed(settings: Settings, what: str, gpus: str) -> Iterator[str]:
     holder = f"onelab-{what}"
     for c in claims.holders():  # left by a command that died
         pid = c.server_name.split("-", 1)[0]
-        if c.username == holder and pid.isdigit() and not _alive(int(pid)):
+        if c.username == holder and pid.isdigit() and not alive(int(pid)):
             claims.release(holder, c.server_name)
     total = len(inventory.whole_gpus())
     want = max(_count(gpus, total), 1)
