@@ -21,3 +21,13 @@ def korean_page(width: int = 1280, height: int = 800):
         page.on("request", lambda r: page.requests.append(r.url))
         yield page
         browser.close()
+
+
+def log_in_to_lab(page, url: str, name: str, password: str) -> None:
+    """The learner's way in: the hub's login form, then their own JupyterLab's launcher."""
+    page.goto(f"{url}hub/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(f"**/user/{name}/lab**", timeout=180_000)
+    page.wait_for_selector(".jp-Launcher", timeout=120_000)

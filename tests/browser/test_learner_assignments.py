@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from onelab.course import courses_dir
-from tests.browser.chromium import LOCAL, korean_page
+from tests.browser.chromium import LOCAL, korean_page, log_in_to_lab
 from tests.conftest import ARTIFACTS, start_platform, stop_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -75,12 +75,7 @@ def test_learner_fetches_validates_submits_and_reads_feedback_in_the_browser(cla
     p.cli("assignment", "release", COURSE, ASSIGNMENT)
     p.add_learner("yuna", "yuna-pass-1")
 
-    page.goto(f"{p.url}hub/login")
-    page.fill("input[name=username]", "yuna")
-    page.fill("input[name=password]", "yuna-pass-1")
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url("**/user/yuna/lab**", timeout=180_000)
-    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+    log_in_to_lab(page, p.url, "yuna", "yuna-pass-1")
 
     # one click: the sidebar's Assignments tab
     tab = page.locator(".jp-SideBar [data-id='onelab-assignments']")

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.chromium import LOCAL, korean_page
+from tests.browser.chromium import LOCAL, korean_page, log_in_to_lab
 from tests.conftest import ARTIFACTS
 from tests.integration.test_classroom import running_kernel
-from tests.integration.test_faults import learner_container, until
+from tests.integration.test_faults import learner_container, started_again, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -30,15 +30,10 @@ def page():
 def test_a_learner_is_told_in_korean_why_their_work_stopped(platform, page):
     ARTIFACTS.mkdir(exist_ok=True)
     platform.add_learner("haneul", "notice-pass-1")
-    page.goto(f"{platform.url}hub/login")
-    page.fill("input[name=username]", "haneul")
-    page.fill("input[name=password]", "notice-pass-1")
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url("**/user/haneul/lab**", timeout=180_000)
-    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+    log_in_to_lab(page, platform.url, "haneul", "notice-pass-1")
 
     # a kernel alone past the limit: the server lives, the learner gets a warning in the corner
-    _hub, _token, kernel = running_kernel(platform, "haneul")
+    hub, _token, kernel = running_kernel(platform, "haneul")
     first = learner_container(platform, "haneul")
     with contextlib.suppress(Exception):  # the kernel dies mid-execution
         kernel.execute(HOG, timeout=30)
@@ -52,11 +47,8 @@ def test_a_learner_is_told_in_korean_why_their_work_stopped(platform, page):
     with contextlib.suppress(Exception):  # the connection goes with the container
         kernel.execute("open('/proc/1/oom_score_adj', 'w').write('1000')\n" + HOG, timeout=60)
 
-    def back() -> bool:
-        c = learner_container(platform, "haneul")
-        return c is not None and c.id != first.id and c.status == "running"
-
-    until("the learner's server started again", back, timeout=120)
+    until("the learner's server started again",
+          lambda: started_again(platform, hub, "haneul", first.id), timeout=120)
     time.sleep(3)  # the new server answering through the proxy
     page.reload()  # what a learner does when JupyterLab lost its server
     page.wait_for_selector(".jp-Launcher, .jp-Dialog", timeout=120_000)

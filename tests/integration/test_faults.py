@@ -148,6 +148,13 @@ def learner_container(p, name: str):
     return dockerdoor.find_container(f"{p.settings().spawner.container_prefix}-{name}")
 
 
+def started_again(p, hub, name: str, old_id: str) -> bool:
+    """A new container for `name` (not `old_id`), running, and the hub calling it ready."""
+    c = learner_container(p, name)
+    return (c is not None and c.id != old_id and c.status == "running"
+            and bool(((hub.user(name) or {}).get("servers") or {}).get("", {}).get("ready")))
+
+
 def notices(p, name: str, token: str) -> dict:
     r = requests.get(f"{p.url}user/{name}/onelab/api/notices",
                      headers={"Authorization": f"token {token}"}, timeout=5)
@@ -171,12 +178,8 @@ def test_a_learner_server_killed_for_memory_comes_back_with_its_home_and_says_wh
         (c := learner_container(plat, "sora")) is None or c.id != old.id
         or c.status != "running"), timeout=60)
 
-    def back() -> bool:
-        c = learner_container(plat, "sora")
-        return (c is not None and c.id != old.id and c.status == "running"
-                and bool(((hub.user("sora") or {}).get("servers") or {}).get("", {}).get("ready")))
-
-    until("a new server for the learner, started by nobody", back, timeout=120)
+    until("a new server for the learner, started by nobody",
+          lambda: started_again(plat, hub, "sora", old.id), timeout=120)
     token = hub.token_for("sora")
     server = hub.server("sora", token)
     again = server.start_kernel()
@@ -243,12 +246,8 @@ def test_a_docker_engine_restart_brings_learners_and_grading_back_by_themselves(
         subprocess.run(["bash", str(repo / "docker" / "ensure-dockerd.sh")], check=False,
                        timeout=120)
 
-    def back() -> bool:
-        c = learner_container(plat, "jiho")
-        return (c is not None and c.id != old.id and c.status == "running"
-                and bool(((hub.user("jiho") or {}).get("servers") or {}).get("", {}).get("ready")))
-
-    until("the learner's server started again by nobody", back, timeout=180)
+    until("the learner's server started again by nobody",
+          lambda: started_again(plat, hub, "jiho", old.id), timeout=180)
     token = hub.token_for("jiho")
     again = hub.server("jiho", token).start_kernel()
     assert again.execute("print(open('/home/learner/kept.txt').read())").stdout.strip() == \
