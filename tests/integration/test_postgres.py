@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import subprocess
 import tempfile
@@ -108,3 +109,40 @@ def test_hub_keeps_accounts_users_and_servers_in_postgres(pg_platform, postgres)
     else:
         pytest.fail("dahye's server was not ready after the hub restart")
     assert p.login("dahye")
+
+
+def test_gpu_claims_hold_on_postgres(postgres):
+    """The claims' PostgreSQL path (LOCK TABLE, the partial unique indexes, savepoints): eight
+    processes racing for two GPUs, exclusive against shared, a writer that skips claim(), and
+    100 random classes with restarts, on the real server the hub would use."""
+    from hub.gpu.claims import Claims, claims_table
+    from hub.gpu.policy import Policy
+    from tests.unit.test_gpu_claims import T0, gpus, held_rows, race, random_classes
+
+    eng = sa.create_engine(postgres)
+
+    def empty() -> str:
+        claims_table.drop(eng, checkfirst=True)
+        return postgres
+
+    try:
+        assert race(empty(), 2, [Policy("exclusive")] * 8) == ["GPU-0000/0", "GPU-0001/0"]
+        assert len(held_rows(eng)) == 2
+        won = race(empty(), 1, [Policy("exclusive"), Policy("shared", per_device=3)] * 3)
+        assert won in (["GPU-0000/0"], ["GPU-0000/0", "GPU-0000/1", "GPU-0000/2"]), won
+        assert len({r["policy"] for r in held_rows(eng)}) == 1
+
+        claims = Claims(empty(), gpus(1))
+        claims.claim("kim", "", "ai101", "exclusive")
+        row = {"device_uuid": "GPU-0000", "slot": 0, "username": "lee", "server_name": "",
+               "course": "ai101", "policy": "exclusive", "claimed_at": T0}
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as conn:
+            conn.execute(claims_table.insert().values(**row))
+        claims.release("kim", "")
+        with eng.begin() as conn:  # a released claim no longer holds the slot
+            conn.execute(claims_table.insert().values(**row))
+        claims.engine.dispose()
+
+        random_classes(random.Random(16), 100, lambda run: empty())
+    finally:
+        eng.dispose()

@@ -49,7 +49,7 @@ def db(tmp_path):
     return f"sqlite:///{tmp_path / 'hub.sqlite'}"
 
 
-def _held(db: str | sa.Engine) -> list[dict]:
+def held_rows(db: str | sa.Engine) -> list[dict]:
     """The held rows as the table has them (not as Claims reports them)."""
     engine = sa.create_engine(db) if isinstance(db, str) else db
     try:
@@ -181,7 +181,7 @@ def _claim_in_process(db: str, n_gpus: int, user: str, policy: Policy, barrier, 
     out.put((user, got.label if got else None))
 
 
-def _race(db: str, n_gpus: int, policies: list[Policy]) -> list[str]:
+def race(db: str, n_gpus: int, policies: list[Policy]) -> list[str]:
     """Each policy claimed by its own process, all at once; the labels they got."""
     Claims(db, gpus(n_gpus)).engine.dispose()  # the table exists before they race
     ctx = multiprocessing.get_context("fork")
@@ -199,13 +199,13 @@ def _race(db: str, n_gpus: int, policies: list[Policy]) -> list[str]:
 
 
 def test_eight_hub_processes_claiming_at_once_share_no_gpu(db):
-    assert _race(db, 2, [Policy("exclusive")] * 8) == ["GPU-0000/0", "GPU-0001/0"]
-    assert len(_held(db)) == 2
+    assert race(db, 2, [Policy("exclusive")] * 8) == ["GPU-0000/0", "GPU-0001/0"]
+    assert len(held_rows(db)) == 2
 
 
 def test_exclusive_and_shared_racing_for_one_gpu_never_both_get_it(db):
-    won = _race(db, 1, [Policy("exclusive"), Policy("shared", per_device=3)] * 3)
-    kinds = {r["policy"] for r in _held(db)}
+    won = race(db, 1, [Policy("exclusive"), Policy("shared", per_device=3)] * 3)
+    kinds = {r["policy"] for r in held_rows(db)}
     assert won in (["GPU-0000/0"], ["GPU-0000/0", "GPU-0000/1", "GPU-0000/2"]), won
     assert len(kinds) == 1
 
@@ -238,7 +238,7 @@ SERVERS = ["", "gpu"]
 
 
 def _check(db: sa.Engine, inventory: Inventory) -> None:
-    held = _held(db)
+    held = held_rows(db)
     slots = Counter((r["device_uuid"], r["slot"]) for r in held)
     assert max(slots.values(), default=1) == 1, f"a slot held twice: {slots}"
     servers = Counter((r["username"], r["server_name"]) for r in held)
@@ -272,11 +272,12 @@ def shm_path(tmp_path):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_property_random_spawns_stops_and_restarts_never_overallocate(shm_path):
-    rng = random.Random(14)
+def random_classes(rng: random.Random, runs: int, db_for_run) -> None:
+    """`runs` random classes, each on the database `db_for_run(run)` gives (empty), checking
+    the invariants after every step. Shared with the PostgreSQL test."""
     inventory = gpus(3, migs_on_last=3)  # 2 whole GPUs, 3 MIG instances of the third
-    for run in range(300):
-        db = f"sqlite:///{shm_path / f'hub{run}.sqlite'}"
+    for run in range(runs):
+        db = db_for_run(run)
         clock = Clock()
         claims = Claims(db, inventory, now=clock)
         live: dict[tuple[str, str], str] = {}  # server -> course: what runs
@@ -314,6 +315,11 @@ def test_property_random_spawns_stops_and_restarts_never_overallocate(shm_path):
             assert {(c.username, c.server_name) for c in claims.holders()} == set(live)
             _check(claims.engine, inventory)
         claims.engine.dispose()
+
+
+def test_property_random_spawns_stops_and_restarts_never_overallocate(shm_path):
+    random_classes(random.Random(14), 300,
+                   lambda run: f"sqlite:///{shm_path / f'hub{run}.sqlite'}")
 
 
 def test_onelab_gpu_list_and_usage(tmp_path, monkeypatch, capsys):
