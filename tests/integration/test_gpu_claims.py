@@ -4,7 +4,8 @@ is on the container's label and in its environment (no device request: this engi
 NVIDIA runtime); a second learner waits in the queue, sees their place on the spawn progress,
 and starts on CPU after the wait limit; a stopped server gives its GPU back; a hub killed with
 SIGKILL keeps the claims of servers that still run; the spawn form offers the choice; a learner
-past the week's GPU-hours starts on CPU and is told so."""
+past the week's GPU-hours starts on CPU and is told so. Three learners starting at the same
+moment get one GPU between them, and the real idle culler stopping every server gives it back."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -35,7 +38,7 @@ def plat(docker_ready, tmp_path_factory):
     shutil.copytree(courses_dir() / COURSE, courses / COURSE)
     spec = courses / COURSE / "course.yml"
     spec.write_text(spec.read_text().replace("learners_csv: learners.csv",
-                                             "learners: [gina, hana]")
+                                             "learners: [gina, hana, ivy, jun, kai]")
                     + "gpu: {policy: exclusive}\n")
     config = root / "onelab.yaml"
     config.write_text(f"gpu:\n  inventory:\n    - {{uuid: {GPU}, model: Test GPU, "
@@ -147,3 +150,54 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     told = start_and_listen(plat, gina, "gina")
     assert "onelab.gpu" not in (learner_container(plat, "gina").labels or {})
     assert any("이번 주 GPU 사용 시간이 남지 않았습니다" in m for m in told), told
+
+
+def test_three_learners_at_once_get_one_gpu_and_the_culler_gives_it_back(plat):
+    names = ["ivy", "jun", "kai"]
+    for name in names:
+        plat.add_learner(name)
+    hubs = {name: plat.login(name) for name in names}
+    at_once = threading.Barrier(len(names))
+
+    def start(name: str) -> None:
+        at_once.wait()
+        hubs[name].start(name)
+
+    threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for name in names:  # one on the GPU at once, two on CPU after the 12 s wait limit
+        hubs[name].wait_ready(name)
+    labels = {n: (learner_container(plat, n).labels or {}).get("onelab.gpu") for n in names}
+    assert sorted(v for v in labels.values() if v) == [f"{GPU}/0"], labels
+    holder = next(n for n, v in labels.items() if v)
+    assert held(plat) == [holder]
+    for name in names:
+        gpu = env_of(learner_container(plat, name)).get("ONELAB_GPU", "")
+        assert gpu == (GPU if name == holder else ""), (name, gpu)
+
+    # The idle culler, as the hub runs it but with a one-second timeout, stops every server;
+    # each stop gives its claim back.
+    token = plat.cli("token").stdout.strip().split()[-1]
+    culler = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=1", "--cull-every=2",
+         f"--url={plat.url}hub/api"],
+        env={**os.environ, "JUPYTERHUB_API_TOKEN": token},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = plat.admin()
+        until("every server culled", lambda: all(
+            not (admin.user(n) or {}).get("servers") for n in [*names, "gina", "hana"]),
+            timeout=90)
+    finally:
+        culler.terminate()
+        _, err = culler.communicate(timeout=30)
+    assert f"Culling server {holder} " in err, err[-2000:]
+    for name in names:
+        assert learner_container(plat, name) is None or \
+            learner_container(plat, name).status != "running"
+    assert held(plat) == []
+    usage = plat.cli("gpu", "usage").stdout
+    assert any(line.startswith(f"{holder} ") for line in usage.splitlines()), usage
