@@ -59,6 +59,17 @@ def grading_sandboxes(settings: Settings, courses: list[Course]) -> dict[str, di
     return out
 
 
+def gpu_claims_env(settings: Settings) -> dict[str, str]:
+    """What the exchange needs to borrow GPUs for the formgrader's Autograde from the learners'
+    claims (hub/gpu/borrow.py): the hub database and the GPU settings, only when grading asks
+    for GPUs at all. The database URL may hold PostgreSQL's password; the exchange runs as the
+    hub's own process, on the host, and the hub's environment holds it already."""
+    if settings.grading.gpus == "none":
+        return {}
+    return {"EXCHANGE_GPU_CLAIMS": json.dumps({"db_url": settings.db_url,
+                                               "gpu": settings.gpu.model_dump()})}
+
+
 def configure_courses(c: Config, settings: Settings, gateway: str) -> None:
     courses = course_specs(settings)
     url = f"http://{gateway}:{settings.hub.exchange_port}"
@@ -73,7 +84,8 @@ def configure_courses(c: Config, settings: Settings, gateway: str) -> None:
                            for k, v in settings.exchange.model_dump().items()},
                         # each course's sandbox (image, limits): the hub's choice, never a
                         # grading service's
-                        "EXCHANGE_GRADING": json.dumps(grading_sandboxes(settings, courses))},
+                        "EXCHANGE_GRADING": json.dumps(grading_sandboxes(settings, courses)),
+                        **gpu_claims_env(settings)},
         "display": False,
     }])
     # Every user may call the exchange (it decides per course what they see); a learner's

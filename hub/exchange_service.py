@@ -240,7 +240,8 @@ class SubmitHandler(Base):
 
 
 def make_app(store: ExchangeStore, courses: Courses, prefix: str,
-             workers: int = 4, grading: dict[str, dict] | None = None) -> web.Application:
+             workers: int = 4, grading: dict[str, dict] | None = None,
+             gpu_claims: dict[str, Any] | None = None) -> web.Application:
     from hub.exchange_staff import staff_routes  # staff's side (it builds on Base, above)
 
     p = prefix.rstrip("/")
@@ -253,7 +254,7 @@ def make_app(store: ExchangeStore, courses: Courses, prefix: str,
         *staff_routes(p, seg),
     ], store=store, courses=courses, uploading=set(),
         pool=ThreadPoolExecutor(workers, thread_name_prefix="unpack"),
-        grading=grading or {},
+        grading=grading or {}, gpu_claims=gpu_claims,
         grade_pool=ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="grade"))
 
 
@@ -283,7 +284,8 @@ def main() -> None:
     store.clear_partial()  # bodies and half-unpacked folders of a crash: nothing uploads yet
     courses = Courses(load_courses(Path(os.environ["EXCHANGE_COURSES"])))
     app = make_app(store, courses, prefix, limits.workers,
-                   json.loads(os.environ.get("EXCHANGE_GRADING") or "{}"))
+                   json.loads(os.environ.get("EXCHANGE_GRADING") or "{}"),
+                   json.loads(os.environ.get("EXCHANGE_GPU_CLAIMS") or "null"))
     # Requests other than a submission carry no body; a submission raises its own cap to
     # exchange.max_upload in prepare(). A body that stops arriving is dropped after an hour.
     bind_patiently(lambda: app.listen(url.port, address=url.hostname, max_body_size=64 * 1024,

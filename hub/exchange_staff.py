@@ -29,6 +29,7 @@ from tornado import ioloop, web
 
 from hub.exchange_service import Base
 from hub.exchange_store import SCORE_FILE, ExchangeError, Score, check_name, pack, safe_extract
+from onelab.errors import OneLabError
 
 SERVICE_PREFIX = "formgrader-"
 MAX_STAFF_UPLOAD = 256 * 1024 * 1024
@@ -202,17 +203,38 @@ class ExecuteHandler(UploadHandler):
         except (ValueError, KeyError, TypeError) as e:
             raise web.HTTPError(400, f"not a notebook to run ({e})") from None
 
+        claims = self.settings.get("gpu_claims")
+
         def run() -> dict[str, Any]:
-            from graders import sandbox
-            from onelab.settings import GradingLimits
+            return run_in_sandbox(grading, claims, nb, files, kernel, verify)
 
-            return asdict(sandbox.execute(nb, files, grading["image"],
-                                          GradingLimits(**grading["limits"]), kernel=kernel,
-                                          verify=verify))
-
-        result = await ioloop.IOLoop.current().run_in_executor(self.settings["grade_pool"], run)
+        try:
+            result = await ioloop.IOLoop.current().run_in_executor(self.settings["grade_pool"],
+                                                                   run)
+        except OneLabError as e:  # no GPU free: the formgrader shows why, nothing is graded
+            raise web.HTTPError(503, str(e)) from None
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
+
+
+def run_in_sandbox(grading: dict[str, Any], claims: dict[str, Any] | None, nb: dict,
+                   files: dict[str, bytes], kernel: str, verify: list[int]) -> dict[str, Any]:
+    """One notebook in the course's sandbox. With GPU claims (grading asks for GPUs and the
+    hub has an inventory) its GPUs are borrowed from the learners' claims for the run, never
+    one a learner holds (hub/gpu/borrow.py); none free is a OneLabError that says so."""
+    from graders import sandbox
+    from hub.gpu.borrow import borrow
+    from onelab.settings import GpuSettings, GradingLimits
+
+    limits = GradingLimits(**grading["limits"])
+    if not claims:
+        return asdict(sandbox.execute(nb, files, grading["image"], limits, kernel=kernel,
+                                      verify=verify))
+    with borrow(claims["db_url"], GpuSettings(**claims["gpu"]), "autograde",
+                limits.gpus) as gpus:
+        return asdict(sandbox.execute(nb, files, grading["image"],
+                                      limits.model_copy(update={"gpus": gpus}),
+                                      kernel=kernel, verify=verify))
 
 
 def staff_routes(p: str, seg: str) -> list[tuple[str, type]]:

@@ -2,7 +2,7 @@
 taken from the same claims as learners' servers, so grading never lands on a learner's GPU.
 
 Each device is claimed whole (``exclusive``) for the holder ``onelab-<what>`` and the server
-``<pid>-<n>``, and given back when the work ends. A claim left by a command that died is given
+``<pid>-<token>-<n>``, and given back when the work ends. A claim left by a command that died is given
 back by the next borrow (its pid is gone) or by the hub's reconcile at its next start. Without
 an inventory nothing is claimed and the request stands as given (``all``, ``N``, ``device=…``).
 """
@@ -10,16 +10,21 @@ an inventory nothing is claimed and the request stands as given (``all``, ``N``,
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hub.gpu import inventory as inventory_mod
-from hub.gpu.claims import Claims
+from hub.gpu.claims import Claim, Claims
 from hub.gpu.policy import Policy
 from hub.supervise import alive
 from onelab.errors import OneLabError
 from onelab.i18n import N_
-from onelab.settings import Settings
+from onelab.settings import GpuSettings, Settings
+
+HOLDER = "onelab-"
+"""A borrow's holder is ``onelab-<what>`` and its server name starts with its pid (a
+learner's default server has the name "")."""
 
 NONE_FREE = N_("no GPU is free for {what} ({held} of {total} held): see `onelab gpu list`, or "
                "run it on CPU")
@@ -33,29 +38,52 @@ def _count(gpus: str, total: int) -> int:
     return int(gpus)
 
 
+def _pid(claim: Claim) -> int | None:
+    """The process a borrow belongs to (its server name is ``<pid>-<token>-<n>``), or None
+    for a learner's claim."""
+    pid = claim.server_name.split("-", 1)[0]
+    return int(pid) if claim.username.startswith(HOLDER) and pid.isdigit() else None
+
+
+def live_borrows(claims: Claims) -> set[tuple[str, str]]:
+    """(holder, server) of the borrows whose process still runs: what the hub's reconcile must
+    keep beside the learners' running containers (a grading run started before the hub)."""
+    return {(c.username, c.server_name) for c in claims.holders()
+            if (pid := _pid(c)) is not None and alive(pid)}
+
+
 @contextmanager
 def borrowed(settings: Settings, what: str, gpus: str) -> Iterator[str]:
     """Docker's ``gpus`` value for ``what`` ("grade", "regress"): ``device=<uuid>,…`` for the
     devices claimed (as many as ``gpus`` asks; ``all`` takes every free one, at least one)."""
+    with borrow(settings.db_url, settings.gpu, what, gpus) as value:
+        yield value
+
+
+@contextmanager
+def borrow(db_url: str, gpu: GpuSettings, what: str, gpus: str) -> Iterator[str]:
+    """`borrowed` for a process that has the hub's database and GPU settings but not the whole
+    Settings (the exchange, for the formgrader's Autograde). Each borrow is its own server
+    name, so threads of one process never share a claim."""
     if gpus == "none":
         yield gpus
         return
-    inventory = inventory_mod.load(settings.gpu)
+    inventory = inventory_mod.load(gpu)
     if not inventory:
         yield gpus
         return
-    claims = Claims(settings.db_url, inventory)
-    holder = f"onelab-{what}"
+    claims = Claims(db_url, inventory)
+    holder = f"{HOLDER}{what}"
     for c in claims.holders():  # left by a command that died
-        pid = c.server_name.split("-", 1)[0]
-        if c.username == holder and pid.isdigit() and not alive(int(pid)):
+        if c.username == holder and (pid := _pid(c)) is not None and not alive(pid):
             claims.release(holder, c.server_name)
     total = len(inventory.whole_gpus())
     want = max(_count(gpus, total), 1)
+    token = secrets.token_hex(4)
     got = []
     try:
         for n in range(want):
-            claim = claims.claim(holder, f"{os.getpid()}-{n}", "", Policy("exclusive"))
+            claim = claims.claim(holder, f"{os.getpid()}-{token}-{n}", "", Policy("exclusive"))
             if claim is None:
                 break
             got.append(claim)
@@ -66,3 +94,4 @@ def borrowed(settings: Settings, what: str, gpus: str) -> Iterator[str]:
     finally:
         for c in got:
             claims.release(holder, c.server_name)
+        claims.engine.dispose()

@@ -13,6 +13,7 @@ import asyncio
 import html
 from typing import Any
 
+from hub.gpu.borrow import live_borrows
 from hub.gpu.claims import Claim, parse_label
 from hub.gpu.spawn import CPU, LABEL, GpuDoor, container, door
 from onelab.i18n import N_, gettext
@@ -101,8 +102,10 @@ class GpuSpawnerMixin:
         d = self._gpu_door()
         if d is not None:
             if not d.reconciled:
-                given_back = await asyncio.to_thread(d.reconcile,
-                                                     await self._live_gpu_servers())
+                live = await self._live_gpu_servers()
+                if d.claims is not None:  # grading runs that hold GPUs keep them
+                    live |= await asyncio.to_thread(live_borrows, d.claims)
+                given_back = await asyncio.to_thread(d.reconcile, live)
                 for claim in given_back:
                     self.log.info("GPU claim %s of %s given back (its server is gone)",  # type: ignore
                                   claim.label, claim.username)

@@ -4,6 +4,8 @@ a command that died is taken back."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hub.gpu.borrow import borrowed
@@ -54,3 +56,60 @@ def test_no_inventory_leaves_the_request_as_given(tmp_path):
         assert gpus == "all"
     with borrowed(s, "grade", "none") as gpus:
         assert gpus == "none"
+
+
+def test_threads_of_one_process_never_share_a_borrowed_gpu(settings):
+    """The exchange grades notebooks in threads of one process: each borrow is its own claim,
+    so one run ending never gives back the GPU another still uses."""
+    with borrowed(settings, "autograde", "1") as first, \
+            borrowed(settings, "autograde", "1") as second:
+        assert {first, second} == {"device=GPU-aaaa", "device=GPU-bbbb"}
+        with pytest.raises(OneLabError, match="no GPU is free for autograde"), \
+                borrowed(settings, "autograde", "1"):
+            pass
+    assert claims(settings).holders() == []
+
+
+def test_a_restarted_hub_keeps_the_gpus_a_running_grade_holds(settings):
+    from hub.gpu.borrow import live_borrows
+
+    c = claims(settings)
+    c.claim("onelab-regress", "999999999-dead-0", "", Policy("exclusive"))  # its process died
+    with borrowed(settings, "grade", "1") as gpus:
+        live = live_borrows(c)
+        assert [server.split("-")[0] for _, server in live] == [str(os.getpid())]
+        c.reconcile(live)  # what the hub does at its first spawn, with no learner running
+        assert [x.username for x in c.holders()] == ["onelab-grade"]
+        assert gpus == f"device={c.holders()[0].device_uuid}"
+
+
+def test_the_formgraders_autograde_borrows_from_the_claims(settings, monkeypatch):
+    """The exchange's execute (the formgrader's Autograde) with GPU claims: the sandbox gets
+    the free GPU by UUID, and with none free the run stops with a message that says so."""
+    import json
+
+    from graders import sandbox
+    from graders.execution import Execution
+    from hub.courses import gpu_claims_env
+    from hub.exchange_staff import run_in_sandbox
+
+    s = settings.model_copy(update={"grading": settings.grading.model_copy(
+        update={"gpus": "1"})})
+    env = gpu_claims_env(s)
+    assert gpu_claims_env(settings) == {}  # grading asks for no GPU: the exchange needs none
+    gpu_claims = json.loads(env["EXCHANGE_GPU_CLAIMS"])
+    seen = []
+
+    def execute(nb, files, image, limits, **kw):  # the sandbox itself is tested in grading/
+        seen.append(limits.gpus)
+        return Execution("ok", "")
+
+    monkeypatch.setattr(sandbox, "execute", execute)
+    grading = {"image": "course-image", "limits": s.grading.limits().model_dump()}
+    claims(settings).claim("amy", "", "deep", Policy("exclusive"))
+    assert run_in_sandbox(grading, gpu_claims, {"cells": []}, {}, "python3", [])["status"] == "ok"
+    assert seen == ["device=GPU-bbbb"]
+    claims(settings).claim("ben", "", "deep", Policy("exclusive"))
+    with pytest.raises(OneLabError, match=r"no GPU is free for autograde \(2 of 2 held\)"):
+        run_in_sandbox(grading, gpu_claims, {"cells": []}, {}, "python3", [])
+    assert seen == ["device=GPU-bbbb"]
