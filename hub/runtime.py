@@ -23,7 +23,7 @@ from hub import firewall, supervise
 from hub.formgrader import choose_ports
 from hub.lifeline import port_free
 from hub.state import admin_token, ensure_state_dir, proxy_token, write_runtime
-from images.table import learner_image
+from images.table import gpu_learner_image, learner_image
 from onelab import dockerdoor, tls
 from onelab.errors import OneLabError
 from onelab.i18n import N_
@@ -70,6 +70,16 @@ def preflight(settings: Settings) -> str:
     dockerdoor.client()
     image = learner_image(settings)
     dockerdoor.require_image(image, "learner image")
+    from hub.gpu.spawn import offered
+
+    if offered(settings):  # a learner holding a GPU starts in the CUDA image
+        gpu_image = gpu_learner_image(settings)
+        try:
+            dockerdoor.require_image(gpu_image)
+        except dockerdoor.ImageMissing:
+            raise dockerdoor.ImageMissing(
+                N_("GPU learner image {tag} is not built, and a course hands out GPUs; run "
+                   "`onelab images build --gpu` (or set gpu.image)"), tag=gpu_image) from None
     chp_binary()
     return image
 

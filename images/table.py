@@ -123,6 +123,12 @@ def learner_image(settings: Settings) -> str:
     return tag("learner-gpu" if settings.uses_gpu else "learner", settings)
 
 
+def gpu_learner_image(settings: Settings) -> str:
+    """The image of a learner server that holds a GPU claim: gpu.image, else spawner.image,
+    else the built CUDA learner image."""
+    return settings.gpu.image or settings.spawner.image or tag("learner-gpu", settings)
+
+
 def grading_image(settings: Settings, spec_image: str = "learner", gpu: bool = False) -> str:
     """The one rule for the image a course is graded in (`onelab grade`, the formgrader's
     autograde, `onelab assignment grade`, regress's grading QA): the image its spec names, else

@@ -496,6 +496,12 @@ class GpuSettings(Section):
         "(Monday 00:00, the host's time zone); 0: unlimited.",
     )
 
+    image: str = Field(
+        "", description="The image of a learner server that holds a GPU claim; empty: "
+        "spawner.image if set, else the CUDA learner image (`onelab images build --gpu`). "
+        "Servers on CPU keep the learner image.",
+    )
+
     @field_validator("inventory")
     @classmethod
     def _inventory(cls, v: list[GpuDeviceSettings]) -> list[GpuDeviceSettings]:
@@ -568,6 +574,9 @@ class Settings(Section):
 
     @property
     def uses_gpu(self) -> bool:
+        """Every learner gets the same GPUs (spawner.gpus), so every learner gets the CUDA
+        image. GPUs handed out by claims (gpu.inventory, docs/gpu.md) choose the image per
+        start instead (images.table.gpu_learner_image)."""
         return self.spawner.gpus != "none"
 
 

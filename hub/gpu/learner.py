@@ -119,6 +119,12 @@ class GpuSpawnerMixin:
             got = container(self.gpu_claim, device_requests=nvidia)
             base_labels.update(got["labels"])
             base_host.update(got["host_config"])
+        if d is not None:  # a GPU holder gets the CUDA image, a server on CPU the learner one
+            from images.table import gpu_learner_image, learner_image
+
+            s = self.onelab_settings  # type: ignore[attr-defined]
+            self.image = (gpu_learner_image(s) if self.gpu_claim is not None  # type: ignore
+                          else learner_image(s))
         self.extra_create_kwargs = {**self.extra_create_kwargs,  # type: ignore
                                     "labels": base_labels}
         self.extra_host_config = base_host  # type: ignore

@@ -144,6 +144,18 @@ def container(claim: Claim, device_requests: bool) -> dict[str, Any]:
     return {"env": req["env"], "labels": {LABEL: req["label"]}, "host_config": host}
 
 
+def offered(settings: Settings) -> bool:
+    """Whether any course hands out GPUs on this host (devices there, a policy that uses
+    them): then learners holding a claim need the GPU image (`onelab up` checks it)."""
+    inventory = inventory_mod.load(settings.gpu)
+    if not inventory:
+        return False
+    from hub.courses import course_specs
+
+    return any(Policy.of(settings.gpu, c.gpu).capacity(inventory)
+               for c in course_specs(settings))
+
+
 _DOORS: dict[str, GpuDoor] = {}
 
 

@@ -21,7 +21,10 @@ import time
 import pytest
 import requests
 
+from images.table import learner_image, tag
+from onelab import dockerdoor
 from onelab.course import courses_dir
+from onelab.settings import load
 from tests.conftest import start_platform, stop_platform
 from tests.integration.test_faults import learner_container, pid_of, until
 
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 GPU = "GPU-0a1b2c3d-0000-4000-8000-00000000c1a5"
 COURSE = "onelab-101"
+GPU_IMAGE = f"onelab-test/learner-gpu-standin:{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +44,19 @@ def plat(docker_ready, tmp_path_factory):
     spec.write_text(spec.read_text().replace("learners_csv: learners.csv",
                                              "learners: [gina, hana, ivy, jun, kai]")
                     + "gpu: {policy: exclusive}\n")
+    # The CUDA image is several GB of wheels: here the GPU holders' image is the learner image
+    # under another name, so a test can tell which one a server got.
+    learner = dockerdoor.client().images.get(tag("learner", load(path=None, environ={})))
+    learner.tag(GPU_IMAGE.split(":")[0], GPU_IMAGE.split(":")[1])
     config = root / "onelab.yaml"
     config.write_text(f"gpu:\n  inventory:\n    - {{uuid: {GPU}, model: Test GPU, "
                       "memory_mib: 16384}\n  queue_wait_limit: 12\n"
+                      f"  image: {GPU_IMAGE}\n"
                       "  weekly_gpu_hours: 0.004\n")  # 14.4 s a week: gina spends it
     p = start_platform(root, ONELAB_COURSES_DIR=str(courses), ONELAB_CONFIG=str(config))
     yield p
     stop_platform(p)
+    dockerdoor.client().images.remove(GPU_IMAGE)  # the name only; the learner image stays
 
 
 def env_of(container) -> dict[str, str]:
@@ -96,6 +106,7 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     gina.wait_ready("gina")
     c = learner_container(plat, "gina")
     assert c.labels.get("onelab.gpu") == f"{GPU}/0"
+    assert c.attrs["Config"]["Image"] == GPU_IMAGE  # the GPU image (gpu.image)
     env = env_of(c)
     assert env["NVIDIA_VISIBLE_DEVICES"] == GPU and env["ONELAB_GPU"] == GPU
     assert "DeviceRequests" not in c.attrs["HostConfig"] or not \
@@ -116,6 +127,7 @@ def test_one_gpu_two_learners_the_queue_then_cpu_and_the_claim_given_back(plat):
     seen = start_and_listen(plat, hana, "hana")
     h = learner_container(plat, "hana")
     assert "onelab.gpu" not in (h.labels or {})
+    assert h.attrs["Config"]["Image"] == learner_image(plat.settings())  # on CPU
     assert env_of(h).get("ONELAB_GPU", "") == ""
     assert any("1번" in m or "number 1" in m for m in seen), seen  # their place in the queue
     assert any("CPU" in m for m in seen), seen  # and why they run on CPU
@@ -175,8 +187,10 @@ def test_three_learners_at_once_get_one_gpu_and_the_culler_gives_it_back(plat):
     holder = next(n for n, v in labels.items() if v)
     assert held(plat) == [holder]
     for name in names:
-        gpu = env_of(learner_container(plat, name)).get("ONELAB_GPU", "")
+        c = learner_container(plat, name)
+        gpu = env_of(c).get("ONELAB_GPU", "")
         assert gpu == (GPU if name == holder else ""), (name, gpu)
+        assert (c.attrs["Config"]["Image"] == GPU_IMAGE) == (name == holder)
 
     # The idle culler, as the hub runs it but with a one-second timeout, stops every server;
     # each stop gives its claim back.

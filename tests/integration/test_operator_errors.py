@@ -53,6 +53,16 @@ def test_missing_image(env, docker_ready):
     assert "onelab images build" in line
 
 
+def test_missing_gpu_image_when_a_course_hands_out_gpus(env, docker_ready, tmp_path):
+    config = tmp_path / "gpu.yaml"
+    config.write_text("gpu:\n  inventory: [{uuid: GPU-00000000-0000-4000-8000-000000000001}]\n"
+                      "  default_policy: exclusive\n  image: onelab/learner-gpu:not-built-here\n")
+    env["ONELAB_CONFIG"] = str(config)
+    line = one_line_error(onelab("up", "--detach", env=env, check=False))
+    assert "GPU learner image onelab/learner-gpu:not-built-here is not built" in line
+    assert "onelab images build --gpu" in line
+
+
 def test_busy_port(env, docker_ready):
     import socket
 
