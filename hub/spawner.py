@@ -20,10 +20,13 @@ from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, List, Unicode
 from traitlets.config import Config
 
+from hub.admission import admission, until_answering
 from hub.gpu.learner import GpuSpawnerMixin
 from hub.state import admin_token
 from images.table import learner_image
 from onelab import dockerdoor
+from onelab.errors import OneLabError
+from onelab.i18n import gettext
 from onelab.settings import Settings
 
 HOME = "/home/learner"
@@ -141,7 +144,19 @@ class LearnerSpawner(GpuSpawnerMixin, DockerSpawner):
             await self.remove_object()
         try:
             await self.gpu_before_start()  # a claim (maybe after a queue), or CPU
-            return await super().start()
+            s = self.onelab_settings
+            if s is None:
+                return await super().start()
+            queue = admission(s.db_url, s.spawner.starts_at_once)
+            try:
+                async with queue.slot(self._say, s.spawner.queue_wait_limit):
+                    ip, port = await super().start()
+                    # the place is held until the server answers: its boot is the busy part
+                    await until_answering(f"http://{ip}:{port}{self.server.base_url}api",
+                                          s.spawner.http_timeout)
+            except OneLabError as e:  # waited too long: said in the learner's language
+                raise OneLabError(e.translated(gettext(self._lang()))) from None
+            return ip, port
         finally:  # the notice went into this start's environment
             self.died_at, self.died_of = 0.0, ""
 
@@ -226,7 +241,8 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     d.remove = False  # LearnerSpawner.stop removes the container; the home volume stays
     d.notebook_dir = HOME
     c.Spawner.default_url = "/lab"
-    c.Spawner.start_timeout = s.start_timeout
+    # a start's wait in the admission queue is not on start_timeout's clock (hub/admission.py)
+    c.Spawner.start_timeout = s.start_timeout + s.queue_wait_limit
     c.Spawner.poll_interval = 10  # a server that died (memory, engine restart) is seen soon
     c.Spawner.http_timeout = s.http_timeout
     c.Spawner.cmd = ["jupyterhub-singleuser"]

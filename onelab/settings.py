@@ -298,6 +298,19 @@ class SpawnerSettings(Section):
     http_timeout: int = Field(
         180, ge=5, description="Seconds a started server may take to answer before the spawn fails.",
     )
+    parallel_starts: int = Field(
+        0, ge=0, le=256, description="Learner servers starting at once; the others wait in a "
+        "queue and see their place on the spawn page (hub/admission.py). 0: the host's cores, "
+        "at least 2.",
+    )
+    queue_wait_limit: int = Field(
+        1800, ge=0, le=86_400, description="Seconds a start may wait in that queue. The wait "
+        "is not on start_timeout's clock: the hub allows start_timeout plus this.",
+    )
+
+    @property
+    def starts_at_once(self) -> int:
+        return self.parallel_starts or max(os.cpu_count() or 1, 2)
 
     @field_validator("mem_limit", "tmp_size", mode="before")
     @classmethod

@@ -132,8 +132,8 @@ class GpuSpawnerMixin:
     def _queue_limit(self) -> float:
         """gpu.queue_wait_limit, but never so long that JupyterHub's start_timeout ends the
         start first (the CPU start after the wait needs its time too)."""
-        limit = float(self.onelab_settings.gpu.queue_wait_limit)  # type: ignore[attr-defined]
-        return max(min(limit, self.start_timeout - 90), 0.0)  # type: ignore[attr-defined]
+        s = self.onelab_settings  # type: ignore[attr-defined]
+        return max(min(float(s.gpu.queue_wait_limit), s.spawner.start_timeout - 90), 0.0)
 
     def gpu_env(self) -> dict[str, str]:
         if self.gpu_claim is None:
