@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,25 @@ class CourseGpu(_Strict):
         "unlimited); default: gpu.weekly_gpu_hours")
 
 
+class Session(_Strict):
+    """A class meeting: its learners' servers are warmed before it starts and kept until it
+    ends (hub/warmup.py)."""
+
+    start: datetime = Field(description="when it starts, with a time zone")
+    minutes: int = Field(ge=1, le=24 * 60, description="how long it lasts")
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-12-08T09:00:00+09:00")
+        return v
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(minutes=self.minutes)
+
+
 class Assignment(_Strict):
     id: str = Field(pattern=SLUG)
     title: Text
@@ -123,6 +142,8 @@ class Course(_Strict):
     image: str = Field("learner", description="`learner` (the learner image) or an image tag")
     gpu: CourseGpu = Field(default_factory=CourseGpu, description="GPU policy, learners per "
                            "GPU and weekly GPU-hours of this course")
+    sessions: list[Session] = Field(default_factory=list, description="class meetings: "
+                                    "{start, minutes}; learners' servers are warmed before each")
     assignments: list[Assignment] = Field(min_length=1)
     root: Path = Field(Path("."), exclude=True)
 

@@ -330,6 +330,22 @@ class SpawnerSettings(Section):
         return v
 
 
+class ClassSettings(Section):
+    """Warming a class before the bell (hub/warmup.py, `onelab class warm|cool`)."""
+
+    warm_before: int = Field(
+        600, ge=0, le=86_400, description="Seconds before a course session (course.yml "
+        "`sessions:`) its learners' servers are started.",
+    )
+    warm_for: int = Field(
+        180 * 60, ge=60, le=7 * 86_400, description="Seconds `onelab class warm` keeps a "
+        "class from the idle culler when no --minutes is given.",
+    )
+    check_every: int = Field(
+        30, ge=5, le=3600, description="Seconds between the scheduler's looks at the sessions.",
+    )
+
+
 class CullerSettings(Section):
     enabled: bool = Field(True, description="Stop idle learner servers (jupyterhub-idle-culler).")
     timeout: int = Field(3600, ge=60, description="Seconds of inactivity before a server is stopped.")
@@ -569,6 +585,7 @@ class Settings(Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     spawner: SpawnerSettings = Field(default_factory=SpawnerSettings)
     culler: CullerSettings = Field(default_factory=CullerSettings)
+    classes: ClassSettings = Field(default_factory=ClassSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     grading: GradingSettings = Field(default_factory=GradingSettings)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)

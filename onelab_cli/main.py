@@ -472,6 +472,33 @@ def _no_gpus() -> None:
             "Declare them in onelab.yaml under gpu.inventory (docs/gpu.md)."))
 
 
+def _user_list(value: str | None) -> list[str] | None:
+    return [u.strip() for u in value.split(",") if u.strip()] if value else None
+
+
+def cmd_class_warm(s: Settings, a: argparse.Namespace) -> int:
+    import time
+
+    from hub import warmup
+
+    until = time.time() + a.minutes * 60 if a.minutes else None
+    out = warmup.warm(s, a.course, _user_list(a.users), until=until, echo=_echo)
+    _echo(_("{n} server(s) ready in {seconds:.0f} s, kept warm until {until}").format(
+        n=len(out.ready), seconds=out.seconds,
+        until=time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            until or time.time() + s.classes.warm_for))))
+    for name, why in sorted(out.failed.items()):
+        _echo(f"  {name}: {why}")
+    return 1 if out.failed else 0
+
+
+def cmd_class_cool(s: Settings, a: argparse.Namespace) -> int:
+    from hub import warmup
+
+    warmup.cool(s, a.course, _user_list(a.users), echo=_echo)
+    return 0
+
+
 def cmd_gpu_list(s: Settings, a: argparse.Namespace) -> int:
     from datetime import UTC
 
@@ -731,6 +758,18 @@ def build_parser() -> argparse.ArgumentParser:
              _("Print the settings in force, or their reference."))
     se.add_argument("--reference", action="store_true",
                     help=_("Markdown reference of all settings"))
+
+    cls = group("class", _("A class's servers before the bell (docs/classes.md)."))
+    cw = add(cls, "warm", cmd_class_warm,
+             _("Start a course's learners' servers now and keep them from the idle culler."))
+    cw.add_argument("course")
+    cw.add_argument("--users", metavar="A,B", help=_("only these learners of the course"))
+    cw.add_argument("--minutes", type=int,
+                    help=_("keep them warm this long (default: classes.warm_for)"))
+    cc = add(cls, "cool", cmd_class_cool,
+             _("Stop a course's learners' servers; their homes are kept."))
+    cc.add_argument("course")
+    cc.add_argument("--users", metavar="A,B", help=_("only these learners of the course"))
 
     gpu = group("gpu", _("GPUs for learners: the devices, who holds them, hours used "
                          "(docs/gpu.md)."))
