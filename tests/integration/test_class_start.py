@@ -120,8 +120,10 @@ def test_warm_the_culler_spares_the_class_and_cool_keeps_homes(plat):
 
     # a warmed learner logs in to their own server, already running, with their own home
     dan = plat.login("dan")
-    r = dan.http.get(f"{plat.url}user/dan/api/contents", timeout=30)
-    assert r.status_code == 200, r.text[:300]
+    r = dan.http.get(f"{plat.url}user/dan/lab", timeout=60)  # as the browser goes there
+    assert r.status_code == 200 and r.url.endswith("/user/dan/lab"), (r.status_code, r.url)
+    files = dan.server("dan", dan.token_for("dan")).request("GET", "api/contents")
+    assert files.status_code == 200, files.text[:300]
     c = learner_container(plat, "dan")
     assert c.id == ids["dan"]
     homes = [m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/home/learner"]
