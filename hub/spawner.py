@@ -234,7 +234,9 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     # the learner's language on the hub's pages, for JupyterLab's menus and OneLab's own panels
     # (images/learner/jupyter/jupyter_server_config.py reads it at each start; JupyterHub calls
     # an environment value that is callable with the spawner)
-    d.environment = {**dict(d.environment or {}), "ONELAB_LANG": _language_of(settings)}
+    d.environment = {**dict(d.environment or {}), "ONELAB_LANG": _language_of(settings),
+                     # the first kernel, started ahead with these imports (onelab_kernels.py)
+                     "ONELAB_PREWARM": ",".join(s.prewarm)}
     d.prefix = s.container_prefix
     d.name_template = "{prefix}-{username}"
     d.use_internal_ip = True

@@ -298,6 +298,11 @@ class SpawnerSettings(Section):
     http_timeout: int = Field(
         180, ge=5, description="Seconds a started server may take to answer before the spawn fails.",
     )
+    prewarm: list[str] = Field(
+        default_factory=lambda: ["numpy", "pandas", "torch"], description="Modules imported "
+        "in a kernel each learner server starts ahead, handed over as the learner's first "
+        "kernel (images/learner/onelab/onelab_kernels.py); empty: no kernel is started ahead.",
+    )
     parallel_starts: int = Field(
         0, ge=0, le=256, description="Learner servers starting at once; the others wait in a "
         "queue and see their place on the spawn page (hub/admission.py). 0: the host's cores, "
@@ -311,6 +316,14 @@ class SpawnerSettings(Section):
     @property
     def starts_at_once(self) -> int:
         return self.parallel_starts or max(os.cpu_count() or 1, 2)
+
+    @field_validator("prewarm")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", m)]
+        if bad:
+            raise ValueError(f"not module names: {', '.join(map(repr, bad))}")
+        return v
 
     @field_validator("mem_limit", "tmp_size", mode="before")
     @classmethod

@@ -170,3 +170,99 @@ def test_hangul_font_for_plots(image):
         "print(fm.findfont(fm.FontProperties(family=plt.rcParams['font.family'])))"
     ))
     assert "Nanum" in out
+
+
+FIRST_KERNEL = r"""
+import glob, json, os, subprocess, sys, threading, time, urllib.request
+from jupyter_client import BlockingKernelClient
+
+H = {"Authorization": "token t", "Content-Type": "application/json"}
+os.makedirs("/home/learner/week1", exist_ok=True)
+
+def api(method, path, body=None):
+    req = urllib.request.Request("http://127.0.0.1:8888/api/" + path, method=method, headers=H,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read() or b"null")
+
+PROBE = ("import json, os, sys; print(json.dumps({'torch': 'torch' in sys.modules, "
+         "'cwd': os.getcwd(), 'names': sorted(k for k in globals() if not k.startswith('_')), "
+         "'session': globals().get('__session__'), 'count': get_ipython().execution_count}))")
+
+def run(kernel_id, code):
+    cf = glob.glob(os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], f"kernel-{kernel_id}.json"))[0]
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    out = []
+    kc.execute_interactive(code, timeout=120, output_hook=lambda m: out.append(
+        m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    kc.stop_channels()
+    return json.loads("".join(out).strip().splitlines()[-1])
+
+def case(prewarm):
+    env = {**os.environ, "ONELAB_PREWARM": prewarm,
+           "JUPYTER_RUNTIME_DIR": f"/tmp/rt-{len(prewarm)}"}
+    os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
+    server = subprocess.Popen(["jupyter", "server", "--no-browser", "--port=8888",
+                               "--IdentityProvider.token=t"], env=env, cwd="/home/learner",
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    threading.Thread(target=lambda: [log.append(l) for l in server.stdout], daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                listed = api("GET", "kernels")
+                if not prewarm or any("waits for the learner" in l for l in log):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            return {"error": "".join(log)[-3000:]}
+        t = time.monotonic()
+        s = api("POST", "sessions", {"path": "week1/nb.ipynb", "type": "notebook",
+                                     "name": "nb.ipynb", "kernel": {"name": "python3"}})
+        kid = s["kernel"]["id"]
+        first = run(kid, PROBE)
+        first["seconds"] = time.monotonic() - t
+        first["listed_before"] = len(listed)
+        first["listed_after"] = len(api("GET", "kernels"))
+        api("POST", f"kernels/{kid}/restart")
+        time.sleep(2)
+        again = run(kid, PROBE)
+        first["cwd_after_restart"] = again["cwd"]
+        first["torch_after_restart"] = again["torch"]
+        first["handed_over"] = any("handed over" in l for l in log)
+        return first
+    finally:
+        server.terminate()
+        server.wait(30)
+
+print(json.dumps([case("numpy,pandas,torch"), case("")]))
+"""
+
+
+def test_the_first_kernel_is_ready_with_imports_done_and_behaves_like_a_fresh_one(image):
+    """ONELAB_PREWARM: the server starts a kernel ahead with torch imported; the notebook's
+    first kernel is that one, with the namespace, working directory, session name and
+    execution count of a fresh kernel, hidden from the kernel list until then, and a restart
+    starts it in the notebook's folder again. Without it, a plain kernel starts as before."""
+    out = dockerdoor.client().containers.run(
+        image, ["python", "-c", FIRST_KERNEL], remove=True, network_mode="none", read_only=True,
+        user="1000:1000", tmpfs={"/tmp": "mode=1777", "/home/learner": "uid=1000,gid=1000"},
+        labels={"onelab.role": "test"})
+    warm, fresh = json.loads(out.decode().strip().splitlines()[-1])
+    assert "error" not in warm, warm.get("error")
+    assert "error" not in fresh, fresh.get("error")
+    assert warm["handed_over"] and not fresh["handed_over"]
+    assert warm["torch"] is True and fresh["torch"] is False
+    for key in ("cwd", "names", "session", "count"):
+        assert warm[key] == fresh[key], (key, warm[key], fresh[key])
+    assert warm["cwd"] == "/home/learner/week1"
+    assert warm["session"] == "/home/learner/week1/nb.ipynb"
+    assert warm["listed_before"] == 0 and warm["listed_after"] == 1
+    assert warm["cwd_after_restart"] == "/home/learner/week1"
+    assert warm["torch_after_restart"] is False  # a restart is a fresh process

@@ -21,6 +21,7 @@ import pytest
 from hub.services import CULLER_CONFIG
 from onelab import dockerdoor
 from onelab.course import courses_dir
+from onelab.hubclient import Kernel
 from tests.conftest import start_platform, stop_platform
 from tests.integration.test_faults import learner_container, until
 from tests.integration.test_gpu_claims import start_and_listen
@@ -30,6 +31,9 @@ pytestmark = pytest.mark.integration
 CROWD = ["amy", "ben", "cho"]
 WARMED = ["dan", "eun"]
 SESSION = ["sol", "tae"]
+PROBE = ("import json, os, sys; print(json.dumps({'torch': 'torch' in sys.modules, 'names': "
+         "sorted(k for k in globals() if not k.startswith('_')), 'cwd': os.getcwd(), "
+         "'count': get_ipython().execution_count}))")
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +126,30 @@ def test_warm_the_culler_spares_the_class_and_cool_keeps_homes(plat):
     dan = plat.login("dan")
     r = dan.http.get(f"{plat.url}user/dan/lab", timeout=60)  # as the browser goes there
     assert r.status_code == 200 and r.url.endswith("/user/dan/lab"), (r.status_code, r.url)
-    files = dan.server("dan", dan.token_for("dan")).request("GET", "api/contents")
-    assert files.status_code == 200, files.text[:300]
     c = learner_container(plat, "dan")
+    server = dan.server("dan", dan.token_for("dan"))
+    files = server.request("GET", "api/contents")
+    assert files.status_code == 200, files.text[:300]
+    # the notebook's first kernel is the one started ahead: torch imported, a clean namespace
+    until("the kernel started ahead", lambda: "waits for the learner" in
+          c.logs().decode(errors="replace"), timeout=120)
+    assert server.request("GET", "api/kernels").json() == []  # hidden until handed over
+    s = server.request("POST", "api/sessions", json={
+        "path": "notes.ipynb", "type": "notebook", "name": "notes.ipynb",
+        "kernel": {"name": "python3"}}, timeout=120)
+    assert s.status_code == 201, s.text[:300]
+
+    def probe(kernel: Kernel) -> dict:
+        out = kernel.execute(PROBE, timeout=120)
+        kernel.shutdown()
+        assert out.ok, out.error
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    warm = probe(Kernel(server, s.json()["kernel"]["id"]))
+    fresh = probe(server.start_kernel())  # the next one is started as usual
+    assert warm.pop("torch") is True and fresh.pop("torch") is False
+    assert warm == fresh, (warm, fresh)  # same names, count and working directory
+    assert "handed over" in c.logs().decode(errors="replace")
     assert c.id == ids["dan"]
     homes = [m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/home/learner"]
     assert homes == [f"{plat.prefix}-home-dan"]

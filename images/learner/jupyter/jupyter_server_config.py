@@ -23,3 +23,8 @@ c.LabServerApp.app_settings_dir = str(Path("/opt/onelab/share/lab-settings") / l
 # (jupyterhub-singleuser still adds the path, /user/<name>/).
 if json.loads(os.environ.get("JUPYTERHUB_COOKIE_OPTIONS") or "{}").get("secure"):
     c.ServerApp.tornado_settings = {"xsrf_cookie_kwargs": {"secure": True}}
+
+# The learner's first kernel is started ahead, with the course's heavy imports done
+# (onelab_kernels.py; ONELAB_PREWARM names the modules, empty turns it off).
+if os.environ.get("ONELAB_PREWARM"):
+    c.ServerApp.kernel_manager_class = "onelab_kernels.PooledKernelManager"
