@@ -141,6 +141,9 @@ def platform_env(prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
         "ONELAB_SPAWNER__DATASETS_VOLUME": f"{prefix}-datasets",
         "ONELAB_SPAWNER__MEM_LIMIT": "1G",
         "ONELAB_SPAWNER__PIDS_LIMIT": "256",
+        # no kernel started ahead (a torch import per server on 2 busy cores): the tests of
+        # class start (test_class_start.py) turn it on
+        "ONELAB_SPAWNER__PREWARM": "[]",
     })
     if "ONELAB_COURSES_DIR" not in extra:
         env["ONELAB_COURSES_DIR"] = str(one_course(state_dir.parent / "courses"))

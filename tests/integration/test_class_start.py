@@ -53,7 +53,8 @@ def plat(docker_ready, tmp_path_factory):
                     .replace("learners_csv: learners.csv", f"learners: [{', '.join(SESSION)}]")
                     + f"sessions:\n  - {{start: \"{start}\", minutes: 30}}\n")
     p = start_platform(root, ONELAB_COURSES_DIR=str(courses), ONELAB_SPAWNER__PARALLEL_STARTS="1",
-                       ONELAB_CLASSES__CHECK_EVERY="5")
+                       ONELAB_CLASSES__CHECK_EVERY="5",
+                       ONELAB_SPAWNER__PREWARM='["numpy", "pandas", "torch"]')
     yield p
     stop_platform(p)
 
