@@ -7,6 +7,7 @@ container (kernels shut down), and the host's available memory spent per learner
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -138,4 +139,125 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
                 echo(f"  cleanup of {n}'s home: {e}")
     if errors:
         raise OneLabError(f"{len(errors)} of {users} learners failed (see above)")
+    return result
+
+
+def _kernel_waiting(ctr: Any) -> bool:
+    """The server's kernel started ahead has its imports done (onelab_kernels.py logs it)."""
+    return "waits for the learner" in ctr.logs().decode(errors="replace")
+
+
+def bench_class(settings: Settings, users: int, warm: bool = False,
+                echo: Callable[[str], None] = print, keep: bool = False) -> dict[str, Any]:
+    """`onelab bench class`: N learners log in through the login form at one moment, start
+    their servers (or find them warm), open a notebook and run `import torch`. Per learner:
+    seconds to a ready server and to the finished first cell, from that moment."""
+    from hub import loadbench, warmup
+    from onelab.hubclient import Kernel
+
+    if users < 1:
+        raise OneLabError("--users must be at least 1")
+    if settings.auth.kind != "local":
+        raise OneLabError(f"onelab bench class logs learners in with local accounts; auth.kind "
+                          f"is {settings.auth.kind}")
+    url, verify = settings.public_url, verify_for(settings)
+    try:
+        requests.get(f"{url}hub/health", timeout=3, verify=verify).raise_for_status()
+    except requests.RequestException:
+        raise OneLabError(f"no hub answers at {url}; run `onelab up --detach` first") from None
+    names = [f"class-{i:02d}" for i in range(1, users + 1)]
+    passwords = loadbench._make_learners(settings, names)
+    mem0 = _mem_available()
+    prefix = settings.spawner.container_prefix
+
+    def containers() -> dict[str, Any]:
+        return {c.labels.get("onelab.user"): c for c in dockerdoor.containers(
+            "learner", **{"onelab.instance": prefix})}
+
+    warm_s = None
+    if warm:
+        out = warmup.warm_users(settings, names, "bench", until=time.time() + 3600, echo=echo)
+        if out.failed:
+            raise OneLabError(f"warming failed: {out.failed}")
+        if settings.spawner.prewarm:  # the kernels started ahead finish their imports
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not all(
+                    _kernel_waiting(c) for n, c in containers().items() if n in names):
+                time.sleep(1)
+        warm_s = out.seconds
+    ready: dict[str, float] = {}
+    first: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    kernels: dict[str, Any] = {}
+    go = threading.Barrier(users + 1)
+
+    def learner(name: str) -> None:
+        try:
+            hub = Hub(url, verify=verify)
+            go.wait()
+            if not hub.login(name, passwords[name]):  # the login form, as a browser posts it
+                raise OneLabError("login refused")
+            hub.start(name)  # a warm server is running already: the hub says so (400)
+            hub.wait_ready(name, timeout=settings.spawner.start_timeout
+                           + settings.spawner.queue_wait_limit)
+            ready[name] = time.monotonic() - t0
+            server = hub.server(name, hub.token_for(name, "onelab bench class"))
+            r = server.request("POST", "api/sessions", json={  # JupyterLab opens a notebook
+                "path": "bench.ipynb", "type": "notebook", "name": "bench.ipynb",
+                "kernel": {"name": "python3"}}, timeout=600)
+            if r.status_code != 201:
+                raise OneLabError(f"no kernel: {r.status_code} {r.text[:200]}")
+            k = Kernel(server, r.json()["kernel"]["id"])
+            res = k.execute(FIRST_CELL, timeout=600)
+            if not res.ok:
+                raise OneLabError(f"first cell failed: {res.error}")
+            first[name] = time.monotonic() - t0
+            kernels[name] = k
+        except Exception as e:  # noqa: BLE001 - one learner's failure is reported, not fatal
+            errors[name] = str(e)[:200]
+
+    threads = [threading.Thread(target=learner, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    go.wait()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    ctrs = containers()
+    with_kernel = [container_memory(ctrs[n]) for n in names if n in ctrs and n in kernels]
+    host_per = (mem0 - _mem_available()) / max(1, len(kernels))
+    for k in kernels.values():
+        with contextlib.suppress(Exception):  # cleanup below removes the server anyway
+            k.shutdown()
+    mib = 1024 * 1024
+    result = {"users": users, "warm": warm, "warm_s": warm_s, "wall_s": round(wall, 1),
+              "ready_s": ready, "first_cell_s": first, "errors": errors,
+              "mem_with_torch_kernel_mib": round(statistics.mean(with_kernel) / mib)
+              if with_kernel else None,
+              "host_mem_per_learner_mib": round(host_per / mib),
+              "started": time.strftime("%Y-%m-%d %H:%M"),
+              "starts_at_once": settings.spawner.starts_at_once,
+              "prewarm": settings.spawner.prewarm}
+    echo(f"onelab bench class --users {users}{' --warm' if warm else ''}   "
+         f"({result['started']}, {settings.spawner.starts_at_once} start(s) at once, kernel "
+         f"started ahead: {', '.join(settings.spawner.prewarm) or 'none'})")
+    if warm_s is not None:
+        echo(f"  warming beforehand    {warm_s:6.1f} s (not counted below)")
+    if ready:
+        echo(f"  time to ready        {summarize(list(ready.values()))}")
+    if first:
+        echo(f"  time to first cell   {summarize(list(first.values()))}   (import torch)")
+    echo(f"  all first cells done {wall:6.1f} s;  {len(first)} of {users} learners, "
+         f"{len(errors)} failed")
+    if with_kernel:
+        echo(f"  memory per learner   {result['mem_with_torch_kernel_mib']} MiB in the container "
+             f"with the torch kernel; host {result['host_mem_per_learner_mib']} MiB available "
+             "memory spent each")
+    for n, e in sorted(errors.items()):
+        echo(f"  FAILED {n}: {e}")
+    warmup.let_go(warmup.warm_file(settings), names)
+    if not keep:
+        for line in loadbench.remove_learners(settings, names):
+            echo(f"  cleanup: {line}")
     return result

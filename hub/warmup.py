@@ -125,6 +125,12 @@ def warm(settings: Settings, course_id: str, users: list[str] | None = None,
     """Start the class's servers (those not running yet) and wait until each is ready or has
     failed; they stay warm until `until` (default: now + classes.warm_for)."""
     names = class_learners(settings, course_id, users)
+    return warm_users(settings, names, course_id, until, echo, timeout)
+
+
+def warm_users(settings: Settings, names: list[str], label: str, until: float | None = None,
+               echo: Echo = print, timeout: float | None = None) -> Outcome:
+    """`warm` for a list of hub users (`onelab bench class --warm` warms its own)."""
     hub = _hub(settings)
     started = time.monotonic()
     keep_warm(warm_file(settings), names, until or time.time() + settings.classes.warm_for)
@@ -147,7 +153,7 @@ def warm(settings: Settings, course_id: str, users: list[str] | None = None,
                 waiting.discard(n)
         if len(out.ready) != said:
             said = len(out.ready)
-            echo(f"warm {course_id}: {said}/{len(names)} ready "
+            echo(f"warm {label}: {said}/{len(names)} ready "
                  f"({time.monotonic() - started:.0f} s)")
         if waiting:
             time.sleep(1)

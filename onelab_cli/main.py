@@ -552,6 +552,17 @@ def cmd_bench_spawn(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_class(s: Settings, a: argparse.Namespace) -> int:
+    import json
+
+    from hub.bench import bench_class
+
+    result = bench_class(s, users=a.users, warm=a.warm, echo=_echo, keep=a.keep)
+    if a.json:
+        print(json.dumps(result, indent=1, sort_keys=True))
+    return 1 if result["errors"] else 0
+
+
 def cmd_bench_load(s: Settings, a: argparse.Namespace) -> int:
     from hub.loadbench import bench_load, render
 
@@ -792,6 +803,14 @@ def build_parser() -> argparse.ArgumentParser:
              _("Spawn N learners at once: time to ready, to first `import torch`, memory each."))
     bs.add_argument("--users", type=int, default=5)
     bs.add_argument("--keep", action="store_true", help=_("leave the bench learners running"))
+    bc = add(bench, "class", cmd_bench_class,
+             _("N learners log in through the login form at once: time to a ready server and "
+               "to a first `import torch` cell, failures, memory each."))
+    bc.add_argument("--users", type=int, default=10)
+    bc.add_argument("--warm", action="store_true",
+                    help=_("warm their servers first (as `onelab class warm` does)"))
+    bc.add_argument("--keep", action="store_true", help=_("leave the bench learners running"))
+    bc.add_argument("--json", action="store_true", help=_("also print the figures as JSON"))
     bl = add(bench, "load", cmd_bench_load,
              _("Many learners at once against the running hub: logins, API calls, server "
                "starts; every response counted, any 5xx fails."))
