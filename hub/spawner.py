@@ -243,6 +243,11 @@ def configure_spawner(c: Config, settings: Settings) -> None:
     d.remove = False  # LearnerSpawner.stop removes the container; the home volume stays
     d.notebook_dir = HOME
     c.Spawner.default_url = "/lab"
+    # The spawn page at once (JupyterHub waits 10 s by default before showing it): a learner
+    # in the admission queue sees their place there, not a blank wait (hub/admission.py).
+    tornado = dict(c.JupyterHub.get("tornado_settings") or {})
+    tornado["slow_spawn_timeout"] = 0
+    c.JupyterHub.tornado_settings = tornado
     # a start's wait in the admission queue is not on start_timeout's clock (hub/admission.py)
     c.Spawner.start_timeout = s.start_timeout + s.queue_wait_limit
     c.Spawner.poll_interval = 10  # a server that died (memory, engine restart) is seen soon

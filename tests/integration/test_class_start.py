@@ -22,13 +22,15 @@ from hub.services import CULLER_CONFIG
 from onelab import dockerdoor
 from onelab.course import courses_dir
 from onelab.hubclient import Kernel
-from tests.conftest import start_platform, stop_platform
+from tests.browser.chromium import korean_page
+from tests.conftest import ARTIFACTS, start_platform, stop_platform
 from tests.integration.test_faults import learner_container, until
 from tests.integration.test_gpu_claims import start_and_listen
 
 pytestmark = pytest.mark.integration
 
 CROWD = ["amy", "ben", "cho"]
+AHEAD = ["fay", "gus", "hal", "jon"]  # start just before ivy, who watches her place in Chromium
 WARMED = ["dan", "eun"]
 SESSION = ["sol", "tae"]
 PROBE = ("import json, os, sys; print(json.dumps({'torch': 'torch' in sys.modules, 'names': "
@@ -44,7 +46,7 @@ def plat(docker_ready, tmp_path_factory):
     shutil.copytree(src, courses / "onelab-101")
     spec = courses / "onelab-101" / "course.yml"
     spec.write_text(spec.read_text().replace("learners_csv: learners.csv",
-                                             f"learners: [{', '.join(CROWD + WARMED)}]"))
+                                             f"learners: [{', '.join(CROWD + WARMED + AHEAD + ['ivy'])}]"))
     # a second course whose session starts in 5 minutes: inside classes.warm_before (10 min)
     shutil.copytree(src, courses / "session-101")
     spec = courses / "session-101" / "course.yml"
@@ -163,3 +165,39 @@ def test_warm_the_culler_spares_the_class_and_cool_keeps_homes(plat):
     assert {f"{plat.prefix}-home-{n}" for n in WARMED} <= volumes
     warm = json.loads((plat.state_dir / "class-warm.json").read_text())
     assert not set(WARMED) & set(warm)
+
+
+@pytest.fixture
+def page():
+    yield from korean_page()
+
+
+def test_the_spawn_page_shows_a_learners_place_in_the_queue(plat, page):
+    """In Chromium, as the learner sees it: three servers start just before ivy logs in; one
+    starts at a time, so her spawn page says her place in the queue, in Korean, and she
+    reaches JupyterLab without any start failing."""
+    password = plat.add_learner("ivy")
+    admin = plat.admin()
+    admin.add_users(AHEAD)
+    for name in AHEAD:
+        admin.start(name)
+    page.goto(f"{plat.url}hub/login")
+    page.fill("input[name=username]", "ivy")
+    page.fill("input[name=password]", password)
+    page.click("input[type=submit], button[type=submit]")
+    # the spawn page's messages: the latest under the progress bar, every one in its event
+    # log (the page may open after her place has moved on: the log has it from the start)
+    page.wait_for_selector("#progress-log", state="attached", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#progress-log').textContent.includes('대기 순서')",
+        timeout=120_000)
+    log = page.text_content("#progress-log") or ""
+    ARTIFACTS.mkdir(exist_ok=True)
+    if "/spawn-pending/" in page.url:
+        page.click("#progress-details summary")
+        page.screenshot(path=str(ARTIFACTS / "class-start-queue.png"))
+    assert "서버가 많이 시작되고 있습니다" in log and "한 번에 1개씩" in log, log
+    page.wait_for_url("**/user/ivy/lab**", timeout=240_000)  # the page goes on by itself
+    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+    for name in AHEAD:
+        assert ready(plat, name)
