@@ -21,10 +21,10 @@ ENGINE=tests/integration/test_faults.py::test_a_docker_engine_restart_brings_lea
 TMP=$(mktemp -d /tmp/onelab-tests.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 A=(tests/unit tests/images tests/courses tests/grading tests/browser
-   tests/integration/test_postgres.py
+   tests/integration/test_postgres.py tests/integration/test_gpu_claims.py
    tests/integration/test_roster.py tests/integration/test_operator_errors.py)
 B=(tests/integration --deselect "$ENGINE"
-   --ignore=tests/integration/test_postgres.py
+   --ignore=tests/integration/test_postgres.py --ignore=tests/integration/test_gpu_claims.py
    --ignore=tests/integration/test_roster.py --ignore=tests/integration/test_operator_errors.py)
 started=$(date +%s)
 "${PYTEST[@]}" --basetemp="$TMP/a" "${A[@]}" >test-artifacts/tests-stream-a.log 2>&1 &
