@@ -42,10 +42,17 @@ compile() {  # OUTPUT INPUT... [uv options]
   sed -i "s#$tmp/##" "$out"   # annotations name the temporary inputs by their file name only
 }
 
+# Left out of the learner image: rfc3987-syntax (and lark, which only it needs) is what
+# jsonschema's format-nongpl extra brings for IRI formats, and it builds a grammar at import:
+# 1.5 s of every learner server's start (jupyter_server -> jupyter_events -> jsonschema),
+# measured with docs/scripts/server_startup.py. jsonschema skips those formats without it. The
+# image installs its lock with --no-deps, so nothing asks for them.
+LEAN=(--no-emit-package rfc3987-syntax --no-emit-package lark)
+
 echo "$torch" > "$tmp/setting-images.torch.txt"
 say "images/learner/requirements.lock: Python $pyver, $platform, $torch"
 compile images/learner/requirements.lock images/learner/requirements.txt \
-  "$tmp/setting-images.torch.txt" --only-binary :all: "${sources[@]}" "$@"
+  "$tmp/setting-images.torch.txt" --only-binary :all: "${sources[@]}" "${LEAN[@]}" "$@"
 
 # The GPU image holds the CPU image's versions of everything both have (numpy, pandas, ...): the
 # CPU lock's pins, torch aside, constrain it. Its torch and CUDA wheels come from PyPI alone (no
@@ -57,7 +64,7 @@ echo "$torch_gpu" > "$tmp/setting-images.torch_gpu.txt"
 say "images/learner/requirements-gpu.lock: Python $pyver, $platform, $torch_gpu"
 compile images/learner/requirements-gpu.lock images/learner/requirements.txt \
   "$tmp/setting-images.torch_gpu.txt" -c "$tmp/requirements.lock-pins-but-torch.txt" \
-  --only-binary :all: "$@"
+  --only-binary :all: "${LEAN[@]}" "$@"
 
 .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))
                      ["build-system"]["requires"]))' > "$tmp/pyproject-build-system.txt"

@@ -68,7 +68,10 @@ def test_installed_packages_are_exactly_the_lock(image):
     moved = sorted(f"{p} {installed[p]} (lock {locked[p]})" for p in set(locked) & set(installed)
                    if installed[p] != locked[p])
     assert not (missing or extra or moved), f"missing {missing}, extra {extra}, moved {moved}"
-    assert out["check"] == 0, out["check_out"]
+    # pip's only complaint may be what docker/lock.sh leaves out on purpose (its LEAN list)
+    broken = [line for line in out["check_out"].splitlines()
+              if line.strip() and "rfc3987-syntax" not in line and "lark" not in line]
+    assert out["check"] == 0 or not broken, out["check_out"]
 
 
 def test_learners_get_learner_tools(image):
