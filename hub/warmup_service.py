@@ -21,12 +21,15 @@ def main() -> None:
     settings = load()
     log.info("watching the courses' sessions every %d s (warming %d s ahead)",
              settings.classes.check_every, settings.classes.warm_before)
-    while True:
-        try:
-            warm_due_sessions(settings, log.info)
-        except Exception:  # a hub busy or restarting: the next look tries again
-            log.exception("could not warm a session now; trying again")
-        time.sleep(settings.classes.check_every)
+    try:
+        while True:
+            try:
+                warm_due_sessions(settings, log.info)
+            except Exception:  # a hub busy or restarting: the next look tries again
+                log.exception("could not warm a session now; trying again")
+            time.sleep(settings.classes.check_every)
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        log.info("stopped")
 
 
 if __name__ == "__main__":

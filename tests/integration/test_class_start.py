@@ -66,12 +66,13 @@ def ready(p, name: str) -> bool:
 
 
 def test_a_scheduled_session_warms_its_class_by_itself(plat):
+    sessions = plat.state_dir / "class-sessions.json"
     until("the session's class warmed by the scheduler",
-          lambda: all(ready(plat, n) for n in SESSION), timeout=240)
+          lambda: all(ready(plat, n) for n in SESSION) and sessions.exists(), timeout=240)
     warm = json.loads((plat.state_dir / "class-warm.json").read_text())
     assert set(SESSION) <= set(warm)
     assert all(warm[n] > datetime.now(UTC).timestamp() + 30 * 60 for n in SESSION)  # to its end
-    done = json.loads((plat.state_dir / "class-sessions.json").read_text())
+    done = json.loads(sessions.read_text())
     assert [k.split("@")[0] for k in done] == ["session-101"]
 
 
