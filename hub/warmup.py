@@ -175,8 +175,11 @@ def cool(settings: Settings, course_id: str, users: list[str] | None = None,
         hub.api("DELETE", f"users/{n}/server", ok=(202, 204, 400))
     deadline = time.monotonic() + timeout
     left = set(running)
+    def stopping(user: dict | None) -> bool:
+        return bool(_server(user) or (user or {}).get("pending"))
+
     while left and time.monotonic() < deadline:
-        left = {n for n in left if _server(hub.user(n)) or (hub.user(n) or {}).get("pending")}
+        left = {n for n in left if stopping(hub.user(n))}
         if left:
             time.sleep(1)
     if left:
