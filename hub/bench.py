@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import requests
@@ -52,6 +53,26 @@ def summarize(values: list[float]) -> str:
             f"max {max(values):6.1f} s")
 
 
+def at_once(jobs: list[Callable[[float], None]]) -> float:
+    """Run each job in its own thread from one moment (a class at the bell), each given that
+    moment (``time.monotonic()``); the seconds until all are done."""
+    go = threading.Barrier(len(jobs) + 1)
+    moment = [0.0]
+
+    def run(job: Callable[[float], None]) -> None:
+        go.wait()
+        job(moment[0])
+
+    threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in jobs]
+    for t in threads:
+        t.start()
+    moment[0] = time.monotonic()
+    go.wait()
+    for t in threads:
+        t.join()
+    return time.monotonic() - moment[0]
+
+
 def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = print,
                 keep: bool = False) -> dict[str, Any]:
     if users < 1:
@@ -71,11 +92,9 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
     first: dict[str, float] = {}
     errors: dict[str, str] = {}
     kernels = {}
-    go = threading.Barrier(users + 1)
 
-    def learner(name: str) -> None:
+    def learner(name: str, t0: float) -> None:
         try:
-            go.wait()
             hub.start(name)
             hub.wait_ready(name, timeout=settings.spawner.start_timeout + 300)
             ready[name] = time.monotonic() - t0
@@ -88,14 +107,7 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
         except Exception as e:  # noqa: BLE001 - one learner's failure is reported, not fatal
             errors[name] = str(e)[:200]
 
-    threads = [threading.Thread(target=learner, args=(n,), daemon=True) for n in names]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    go.wait()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - t0
+    wall = at_once([partial(learner, n) for n in names])
     ctrs = {c.labels.get("onelab.user"): c for c in dockerdoor.containers(
         "learner", **{"onelab.instance": settings.spawner.container_prefix})}
     with_kernel = [container_memory(ctrs[n]) for n in names if n in ctrs and n in kernels]
@@ -189,12 +201,11 @@ def bench_class(settings: Settings, users: int, warm: bool = False,
     first: dict[str, float] = {}
     errors: dict[str, str] = {}
     kernels: dict[str, Any] = {}
-    go = threading.Barrier(users + 1)
+    hubs = {n: Hub(url, verify=verify) for n in names}
 
-    def learner(name: str) -> None:
+    def learner(name: str, t0: float) -> None:
         try:
-            hub = Hub(url, verify=verify)
-            go.wait()
+            hub = hubs[name]
             if not hub.login(name, passwords[name]):  # the login form, as a browser posts it
                 raise OneLabError("login refused")
             hub.start(name)  # a warm server is running already: the hub says so (400)
@@ -216,14 +227,7 @@ def bench_class(settings: Settings, users: int, warm: bool = False,
         except Exception as e:  # noqa: BLE001 - one learner's failure is reported, not fatal
             errors[name] = str(e)[:200]
 
-    threads = [threading.Thread(target=learner, args=(n,), daemon=True) for n in names]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    go.wait()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - t0
+    wall = at_once([partial(learner, n) for n in names])
     ctrs = containers()
     with_kernel = [container_memory(ctrs[n]) for n in names if n in ctrs and n in kernels]
     host_per = (mem0 - _mem_available()) / max(1, len(kernels))

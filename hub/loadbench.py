@@ -32,6 +32,7 @@ from urllib.parse import quote
 import requests
 
 from hub import runtime
+from hub.bench import at_once
 from onelab.errors import OneLabError
 from onelab.i18n import N_
 from onelab.settings import Settings
@@ -227,7 +228,7 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
     failures: dict[str, str] = {}
     wait = settings.spawner.start_timeout + 300
 
-    def login(name: str) -> None:
+    def login(name: str, t0: float) -> None:
         http = sessions[name]
         rec.call("login_page", http, "GET", f"{url}hub/login")
         r = rec.call("login", http, "POST", f"{url}hub/login", data={
@@ -240,7 +241,7 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
         else:
             failures[name] = f"login: {r.status_code if r is not None else 'no answer'}"
 
-    def learner(name: str, calls: int, start: bool) -> None:
+    def learner(name: str, calls: int, start: bool, t0: float) -> None:
         http = sessions[name]
         http.headers["X-XSRFToken"] = http.cookies.get("_xsrf") or ""  # cookie-authenticated API
         me = f"{url}hub/api/users/{quote(name)}"
@@ -259,7 +260,7 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
             u = r.json() if r is not None and r.status_code == 200 else {}
             srv = (u.get("servers") or {}).get("")
             if srv and srv.get("ready"):
-                ready[name] = time.monotonic() - t_class
+                ready[name] = time.monotonic() - t0
                 rec.call("server", http, "GET", f"{url}user/{quote(name)}/api")
                 return
             if u and not srv and not u.get("pending"):
@@ -268,30 +269,12 @@ def bench_load(settings: Settings, users: int = 30, api_calls: int = 300, spawn:
             time.sleep(0.5)
         failures[name] = f"server: not ready within {wait} s"
 
-    def at_once(jobs: list[Callable[[], None]]) -> float:
-        """Run each job in its own thread from one moment; seconds until all are done."""
-        go = threading.Barrier(len(jobs) + 1)
-
-        def run(job: Callable[[], None]) -> None:
-            go.wait()
-            job()
-
-        threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in jobs]
-        for t in threads:
-            t.start()
-        t0 = time.monotonic()
-        go.wait()
-        for t in threads:
-            t.join()
-        return time.monotonic() - t0
-
     watches = {name: Watch(pid) for name, pid in pids.items() if isinstance(pid, int)}
     started = time.strftime("%Y-%m-%d %H:%M")
     t_run = time.monotonic()
     login_s = at_once([partial(login, n) for n in names])
     active = [n for n in names if n in logged_in]
     shares = _shares(api_calls, max(1, len(active)))
-    t_class = time.monotonic()
     class_s = at_once([partial(learner, n, shares[i], i < spawn)
                        for i, n in enumerate(active)]) if active else 0.0
     total_s = time.monotonic() - t_run
