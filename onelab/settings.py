@@ -586,6 +586,39 @@ def gpus_value(value: object, devices: bool) -> str:
                      else "must be none, all or a number")
 
 
+class KubernetesSettings(Section):
+    """What `onelab k8s values` needs beyond the rest of the settings (docs/kubernetes.md)."""
+
+    registry: str = Field(
+        "", description="Registry prefix the cluster pulls OneLab's images from (e.g. "
+        "registry.example.org/onelab); empty: the local names, as on one server.")
+    hub_image: str = Field(
+        "", description="The OneLab hub image (the chart's hub image with OneLab installed); "
+        "empty: onelab/hub:<version>.")
+    home_size: str = Field("10G", description="Each learner's home volume (a PVC).")
+    storage_class: str = Field("", description="StorageClass of learners' homes; empty: the "
+                               "cluster's default.")
+    datasets_claim: str = Field(
+        "onelab-datasets", description="A ReadOnlyMany PVC with the shared datasets, mounted "
+        "read-only at ~/datasets.")
+    cpu_guarantee: float = Field(0.25, gt=0, le=256, description="CPUs each learner's pod "
+                                 "requests (the limit is spawner.cpu_limit).")
+    memory_guarantee: str = Field("1G", description="Memory each learner's pod requests (the "
+                                  "limit is spawner.mem_limit).")
+    mig_resource: str = Field(
+        "nvidia.com/mig-1g.10gb", description="The device plugin's resource a `mig` course "
+        "asks for.")
+    placeholders: int = Field(0, ge=0, le=10_000, description="User placeholder pods that keep "
+                              "room for that many learners (warm capacity).")
+    proxy_service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
+        "LoadBalancer", description="How the public proxy is exposed.")
+
+    @field_validator("home_size", "memory_guarantee")
+    @classmethod
+    def _sizes(cls, v: str) -> str:
+        return _size(v)
+
+
 class Settings(Section):
     state_dir: Path = Field(
         Path("/var/lib/onelab"), description="Hub database, secrets, logs and pid files."
@@ -603,6 +636,7 @@ class Settings(Section):
     grading: GradingSettings = Field(default_factory=GradingSettings)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
+    k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @property
     def db_url(self) -> str:

@@ -30,8 +30,8 @@ def _(message: str) -> str:
     return i18n.gettext(_lang)(message)
 
 
-def _echo(text: str) -> None:
-    print(text, flush=True)
+def _echo(text: str, err: bool = False) -> None:
+    print(text, flush=True, file=sys.stderr if err else sys.stdout)
 
 
 def _pad(text: str, width: int) -> str:
@@ -499,6 +499,35 @@ def cmd_class_cool(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_values(s: Settings, a: argparse.Namespace) -> int:
+    import yaml
+
+    from hub import k8s_values
+    from hub.courses import course_specs
+
+    v = k8s_values.values(s, course_specs(s))
+    problems = k8s_values.check(v)
+    if problems:
+        _echo(_("The Kubernetes objects these values make are not valid (Kubernetes {version}); "
+                "nothing written:").format(version=k8s_values.KUBERNETES_VERSION), err=True)
+        for p in problems:
+            _echo(f"  {p}", err=True)
+        return 1
+    text = ("# Zero to JupyterHub values from OneLab's settings and courses (`onelab k8s "
+            "values`;\n# docs/kubernetes.md). Secrets are not written: set them as that page "
+            "says.\n" + yaml.safe_dump(v, allow_unicode=True, sort_keys=False, width=100))
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
+        _echo(_("wrote {path}: checked against the Kubernetes {version} schemas").format(
+            path=a.out, version=k8s_values.KUBERNETES_VERSION), err=True)
+    else:
+        sys.stdout.write(text)
+    if k8s_values.SECRET in text:
+        _echo(_("Set what the values mark {secret!r} before `helm upgrade` (docs/kubernetes.md)."
+                ).format(secret=k8s_values.SECRET), err=True)
+    return 0
+
+
 def cmd_gpu_list(s: Settings, a: argparse.Namespace) -> int:
     from datetime import UTC
 
@@ -723,6 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "it)"))
     rg.add_argument("--courses-dir",
                     help=_("where the courses are (default: the repository's courses/)"))
+
+    k8s = group("k8s", _("Run the same courses on Kubernetes (Zero to JupyterHub)."))
+    kv = add(k8s, "values", cmd_k8s_values,
+             _("Write Zero to JupyterHub Helm values from these settings and courses, checked "
+               "against the Kubernetes schemas (docs/kubernetes.md)."))
+    kv.add_argument("--out", help=_("file to write (default: standard output)"))
 
     course = group("course", _("Courses as code."))
     cl = add(course, "list", cmd_course_list, _("List the courses and their assignments."))
