@@ -123,7 +123,7 @@ def bench_spawn(settings: Settings, users: int, echo: Callable[[str], None] = pr
               "mem_idle_mib": statistics.mean(idle) / mib if idle else None,
               "host_mem_per_learner_mib": host_per / mib}
     echo(f"onelab bench spawn --users {users}   ({time.strftime('%Y-%m-%d %H:%M')}, "
-         f"image {learner_image(settings)})")
+         f"image {learner_image(settings)}, spawner.backend {settings.spawner.backend})")
     if ready:
         echo(f"  time to ready        {summarize(list(ready.values()))}")
     if first:

@@ -36,6 +36,7 @@ from traitlets.config import Config
 
 from hub._config import extend
 from hub.courses import EXCHANGE_SERVICE, formgrader_service
+from hub.learner_network import ensure_learner_network
 from onelab import dockerdoor, i18n
 from onelab.course import Course
 from onelab.errors import OneLabError
@@ -209,7 +210,7 @@ def box(settings: Settings, course: Course, env: dict[str, str],
     from hub.coursework import course_root
 
     s = settings.spawner
-    gateway = dockerdoor.ensure_network(s.network, internal=s.network_internal)
+    gateway = ensure_learner_network(settings)
     inside = {k: v for k, v in env.items() if k.startswith("JUPYTERHUB_")}
     prefix = inside.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{formgrader_service(course.id)}/")
     inside.update({

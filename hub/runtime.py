@@ -21,6 +21,7 @@ import requests
 
 from hub import firewall, supervise
 from hub.formgrader import choose_ports
+from hub.learner_network import ensure_learner_network
 from hub.lifeline import port_free
 from hub.state import admin_token, ensure_state_dir, proxy_token, write_runtime
 from images.table import gpu_learner_image, learner_image
@@ -72,6 +73,11 @@ def preflight(settings: Settings) -> str:
     dockerdoor.require_image(image, "learner image")
     from hub.gpu.spawn import offered
 
+    if settings.spawner.backend == "swarm":
+        dockerdoor.require_swarm_manager()
+        if offered(settings) or settings.uses_gpu:
+            raise OneLabError(N_("GPUs are not handed out on spawner.backend swarm yet; use "
+                                 "the docker backend on the GPU server (docs/swarm.md)"))
     if offered(settings):  # a learner holding a GPU starts in the CUDA image
         gpu_image = gpu_learner_image(settings)
         try:
@@ -114,8 +120,7 @@ def start(settings: Settings, echo: Echo = print, wait: float = 90) -> None:
     courses = course_specs(settings)  # a broken course.yml stops here, named, not in the hub
     echo(f"onelab: {len(courses)} course(s): {', '.join(c.id for c in courses) or 'none'}")
     ensure_first_admin(settings, echo)
-    gateway = dockerdoor.ensure_network(settings.spawner.network,
-                                        internal=settings.spawner.network_internal)
+    gateway = ensure_learner_network(settings)
     dockerdoor.ensure_volume(settings.spawner.datasets_volume, "datasets")
     proxy_token(settings.state_dir)  # the secrets are made once, here, and kept
     admin_token(settings.state_dir)
@@ -211,8 +216,13 @@ def stop(settings: Settings, keep_servers: bool = False, echo: Echo = print) -> 
     dockerdoor.remove_containers("formgrader", **{"onelab.instance":
                                                   settings.spawner.container_prefix})
     if not keep_servers:
-        n = dockerdoor.remove_containers("learner", **{"onelab.instance":
-                                                       settings.spawner.container_prefix})
+        mine = {"onelab.instance": settings.spawner.container_prefix}
+        n = dockerdoor.remove_services("learner", **mine) if \
+            settings.spawner.backend == "swarm" else 0
+        n += dockerdoor.remove_containers("learner", **mine)
+        if settings.spawner.backend == "swarm":  # the swarm network's bridge goes with it
+            dockerdoor.remove_containers("network-anchor",
+                                         **{"onelab.network": settings.spawner.network})
         if n:
             echo(f"{n} learner container(s) stopped (homes kept)")
         _remove_firewall(settings, echo)

@@ -88,19 +88,23 @@ class LearnerSpawner(GpuSpawnerMixin, DockerSpawner):
         if (status is not None and self.object_id and not self.died_at
                 and not self._spawn_pending and not self._stop_pending):
             try:
-                obj = await self.get_object()
+                state = await self.ended_state()
             except Exception:  # noqa: BLE001 - the engine may be away; the status stands
-                obj = None
+                state = {}
             self.died_at = time.time()
             # OOMKilled stays true once the OOM killer ended any process of the container (a
             # kernel, say): the server itself died of it only when it was SIGKILLed
-            state = obj["State"] if obj else {}
             self.died_of = ("oom" if state.get("OOMKilled") and state.get("ExitCode") == 137
                             else "stopped")
             self.log.warning("%s's server ended by itself (%s, exit %s, memory limit %s)",
                              self.user.name, "killed for memory" if self.died_of == "oom"
                              else "the container stopped", status, self.mem_limit)
         return status
+
+    async def ended_state(self) -> dict[str, Any]:
+        """The ended container's Docker ``State`` (OOMKilled, ExitCode); {} when it is gone."""
+        obj = await self.get_object()
+        return obj["State"] if obj else {}
 
     # JupyterHub drops a stopped server's Spawner and makes a new one for the next start: why
     # it died travels in the server's saved state (the database), so the new one (even after a
@@ -224,7 +228,12 @@ def _language_of(settings: Settings) -> Any:
 
 def configure_spawner(c: Config, settings: Settings) -> None:
     s = settings.spawner
-    c.JupyterHub.spawner_class = LearnerSpawner
+    if s.backend == "swarm":
+        from hub.swarm import LearnerSwarmSpawner
+
+        c.JupyterHub.spawner_class = LearnerSwarmSpawner
+    else:
+        c.JupyterHub.spawner_class = LearnerSpawner
     c.LearnerSpawner.restart_token = admin_token(settings.state_dir)
     c.LearnerSpawner.onelab_settings = settings
     d = c.DockerSpawner

@@ -11,6 +11,7 @@ missing daemon or image become one-line OneLabErrors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import subprocess
@@ -25,7 +26,7 @@ from onelab.errors import DockerUnavailable, ImageMissing
 from onelab.i18n import N_
 from onelab.policy import ROLE_LABEL, Mount, Policy
 
-__all__ = ["ROLE_LABEL", "Mount", "Policy"]
+__all__ = ["ROLE_LABEL", "Mount", "NotFound", "Policy"]
 _LOCKDOWN = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
 
 
@@ -725,3 +726,186 @@ def volume_labels(name: str) -> dict[str, str]:
 
 def volume_names() -> list[str]:
     return sorted(v.name for v in client().volumes.list())
+
+
+# -- Docker Swarm (spawner.backend: swarm; docs/swarm.md) --------------------------------------
+
+SWARM_ANCHOR = "{network}-anchor"
+"""A tiny container that keeps the swarm learner network's bridge up on this node (Docker
+removes a swarm-scoped bridge from a node when nothing uses it, and the hub listens on its
+gateway)."""
+
+
+def swarm_info() -> dict[str, Any]:
+    """This Engine's swarm state: LocalNodeState (inactive, active, ...), NodeID,
+    ControlAvailable (a manager), NodeAddr."""
+    return client().info().get("Swarm") or {}
+
+
+def require_swarm_manager() -> dict[str, Any]:
+    info = swarm_info()
+    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+        raise DockerUnavailable(N_("spawner.backend is swarm but this Docker Engine is not a "
+                                   "swarm manager; run `onelab swarm init` first"))
+    return info
+
+
+def swarm_init(advertise_addr: str) -> str:
+    """Make this Engine a swarm manager (kept as it is when it is one already); its node id."""
+    info = swarm_info()
+    if info.get("LocalNodeState") == "active":
+        if not info.get("ControlAvailable"):
+            raise DockerUnavailable(N_("this Docker Engine is a swarm worker; run `onelab swarm "
+                                       "init` on the manager"))
+        return str(info["NodeID"])
+    try:
+        client().swarm.init(advertise_addr=advertise_addr,
+                            listen_addr=f"{advertise_addr}:2377")
+    except APIError as e:
+        raise DockerUnavailable(f"docker swarm init failed: {e.explanation or e}") from None
+    return str(swarm_info()["NodeID"])
+
+
+def swarm_join_command() -> str:
+    """What a worker runs to join this manager's swarm."""
+    info = require_swarm_manager()
+    token = client().swarm.attrs["JoinTokens"]["Worker"]
+    addr = (info.get("RemoteManagers") or [{}])[0].get("Addr") or f"{info['NodeAddr']}:2377"
+    return f"docker swarm join --token {token} {addr}"
+
+
+def swarm_nodes() -> list[dict[str, Any]]:
+    """Each node: id, hostname, role, state, availability, address, CPUs, memory (bytes),
+    generic resources (e.g. GPUs advertised) and the learner servers it runs."""
+    c = client()
+    running: dict[str, int] = {}
+    for task in c.api.tasks(filters={"desired-state": "running", "label": f"{ROLE_LABEL}=learner"}):
+        node_id = str(task.get("NodeID", ""))
+        running[node_id] = running.get(node_id, 0) + 1
+    out = []
+    for node in c.nodes.list():
+        a = node.attrs
+        res = (a.get("Description") or {}).get("Resources") or {}
+        out.append({
+            "id": node.id, "hostname": (a.get("Description") or {}).get("Hostname", ""),
+            "role": a["Spec"].get("Role", ""), "availability": a["Spec"].get("Availability", ""),
+            "state": (a.get("Status") or {}).get("State", ""),
+            "address": (a.get("Status") or {}).get("Addr", ""),
+            "cpus": res.get("NanoCPUs", 0) / 1e9, "memory": res.get("MemoryBytes", 0),
+            "generic": [r.get("DiscreteResourceSpec") or r.get("NamedResourceSpec")
+                        for r in res.get("GenericResources") or []],
+            "learners": running.get(str(node.id), 0),
+        })
+    return out
+
+
+def _tmpfs_mount(path: str, options: str) -> docker.types.Mount:
+    opts = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
+    size = opts.get("size")
+    scale = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    size_bytes = (int(float(size[:-1]) * scale[size[-1].lower()]) if size and size[-1].lower()
+                  in scale else int(size) if size else None)
+    return docker.types.Mount(path, None, type="tmpfs", tmpfs_size=size_bytes,
+                              tmpfs_mode=int(opts["mode"], 8) if "mode" in opts else None)
+
+
+def service_spec(p: Policy, *, args: list[str], env: dict[str, str],
+                 constraints: list[str]) -> Any:
+    """A Policy as a swarm service's task template (ContainerSpec, Resources, no restarts by
+    the swarm: the hub decides what happens to a server that died). The same lockdown as a
+    container: read-only root, all capabilities dropped, non-root, memory/CPU/pids limits.
+    Swarm (Engine API 1.41) has no no-new-privileges: the learner image has no set-uid
+    programs instead (images/learner/Dockerfile)."""
+    mounts = [docker.types.Mount(m.target, m.source, type="volume", read_only=m.read_only)
+              for m in _checked(p.mounts)]
+    mounts += [_tmpfs_mount(path, opts) for path, opts in p.tmpfs]
+    spec = docker.types.ContainerSpec(
+        image=p.image, args=args, env={**dict((*p.thread_env(), *p.environment)), **env},
+        user=p.user, labels=p.all_labels(), mounts=mounts, read_only=p.read_only_root,
+        cap_drop=["ALL"], cap_add=list(p.capabilities) or None,
+        stop_grace_period=int(10e9))
+    resources = docker.types.Resources(cpu_limit=int(p.cpus * 1e9),
+                                       mem_limit=_memory_bytes(p.memory))
+    resources["Limits"]["Pids"] = p.pids  # Engine API 1.41; docker-py has no argument for it
+    return docker.types.TaskTemplate(
+        container_spec=spec, resources=resources,
+        restart_policy=docker.types.RestartPolicy(condition="none"),
+        placement=docker.types.Placement(constraints=constraints or None),
+        networks=[p.network])
+
+
+def _memory_bytes(value: str) -> int:
+    v = value.strip().lower().rstrip("b")
+    scale = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+    return int(float(v[:-1]) * scale[v[-1]]) if v[-1] in scale else int(v)
+
+
+def _create_network(body: dict[str, Any]) -> None:
+    """POST /networks/create with fields docker-py does not pass (ConfigOnly, ConfigFrom)."""
+    api: Any = client().api  # its _url and _result: how docker-py itself posts to the API
+    api._result(api.post(api._url("/networks/create"), json=body), json=True)
+
+
+def ensure_swarm_network(name: str, *, internal: bool, subnet: str, anchor_image: str) -> str:
+    """The learner network for swarm services, with the same isolation as the bridge of
+    `ensure_network`: a swarm-scoped bridge made from a config-only network with
+    inter-container traffic off, attachable (the formgraders' plain containers join it too),
+    on a fixed subnet; and its anchor container. Returns the gateway address (the hub's)."""
+    c = client()
+    net_subnet = ipaddress.ip_network(subnet)
+    gateway = str(next(net_subnet.hosts()))
+    config = f"{name}-config"
+    try:
+        net = c.networks.get(name)
+    except NotFound:
+        try:
+            c.networks.get(config)
+        except NotFound:
+            _create_network({"Name": config, "ConfigOnly": True,
+                             "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                             "IPAM": {"Driver": "default", "Config": [
+                                 {"Subnet": subnet, "Gateway": gateway}]},
+                             "Labels": {ROLE_LABEL: "network"}})
+        # labels, options and IPAM are the config network's alone (Docker refuses them here)
+        _create_network({"Name": name, "Driver": "bridge", "Scope": "swarm",
+                         "ConfigFrom": {"Network": config}, "Attachable": True,
+                         "Internal": internal})
+        net = c.networks.get(name)
+    if net.attrs.get("Scope") != "swarm" or bool(net.attrs.get("Internal")) != internal or \
+            (net.attrs.get("ConfigFrom") or {}).get("Network") != config:
+        raise DockerUnavailable(
+            f"Docker network {name} exists with other options (scope, internal or config); "
+            f"remove it with `docker network rm {name}` once nothing uses it, or set "
+            "spawner.network to another name")
+    cfg = c.networks.get(config).attrs
+    pools = (cfg.get("IPAM") or {}).get("Config") or []
+    if not pools or pools[0].get("Subnet") != subnet:
+        raise DockerUnavailable(f"Docker network {config} is not on spawner.swarm_subnet "
+                                f"{subnet}; remove {name} and {config} to make them again")
+    anchor = SWARM_ANCHOR.format(network=name)
+    ctr = find_container(anchor)
+    if ctr is None or ctr.status != "running":
+        if ctr is not None:
+            ctr.remove(force=True)
+        kw = run_kwargs(Policy(role="network-anchor", image=anchor_image, name=anchor,
+                               entrypoint=("sleep",), command=("infinity",), user="65534:65534",
+                               memory="32m", cpus=0.05, pids=8, network=name,
+                               labels=(("onelab.network", name),),
+                               remove_on_exit=False, logs=False))
+        kw["restart_policy"] = {"Name": "unless-stopped"}
+        c.containers.run(**kw)
+    return gateway
+
+
+def remove_services(role: str, **labels: str) -> int:
+    """Remove the swarm services of a role (their tasks' containers go with them)."""
+    c = client()
+    if swarm_info().get("LocalNodeState") != "active" or not swarm_info().get("ControlAvailable"):
+        return 0
+    filters = [f"{ROLE_LABEL}={role}", *(f"{k}={v}" for k, v in labels.items())]
+    n = 0
+    for svc in c.services.list(filters={"label": filters}):
+        with contextlib.suppress(NotFound):
+            svc.remove()
+            n += 1
+    return n

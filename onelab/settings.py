@@ -265,6 +265,10 @@ class AuthSettings(Section):
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
 
+Backend = Literal["swarm", "docker"]
+"""How learner servers run: a container on this Docker Engine, or a Docker Swarm service."""
+
+
 class SpawnerSettings(Section):
     image: str | None = Field(None, description="Learner image; default: the one `onelab images build` makes.")
     gpus: str = Field(
@@ -274,7 +278,16 @@ class SpawnerSettings(Section):
     container_prefix: str = Field(
         "onelab-learner", description="Learner containers are named <prefix>-<username>.",
     )
+    backend: Backend = Field(
+        default="docker", description="docker: each learner's server is a container on this Docker "
+        "Engine. swarm: a Docker Swarm service (run `onelab swarm init` first), with the same "
+        "lockdown, limits and homes (docs/swarm.md).",
+    )
     network: str = Field("onelab-learners", description="Docker network of the learner containers.")
+    swarm_subnet: str = Field(
+        "10.213.0.0/24", description="With backend swarm: the learner network's subnet, fixed "
+        "so the hub's address on it stays the same across Engine restarts.",
+    )
     network_internal: bool = Field(
         True, description="Learner containers reach only the hub, not the outside world.",
     )
@@ -316,6 +329,17 @@ class SpawnerSettings(Section):
     @property
     def starts_at_once(self) -> int:
         return self.parallel_starts or max(os.cpu_count() or 1, 2)
+
+    @field_validator("swarm_subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v)
+        except ValueError:
+            raise ValueError(f"not a subnet such as 10.213.0.0/24: {v!r}") from None
+        if net.version != 4 or net.num_addresses < 16:
+            raise ValueError("must be an IPv4 subnet with room for learners (/28 or larger)")
+        return str(net)
 
     @field_validator("prewarm")
     @classmethod

@@ -499,6 +499,44 @@ def cmd_class_cool(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_swarm_init(s: Settings, a: argparse.Namespace) -> int:
+    from onelab import dockerdoor
+
+    node = dockerdoor.swarm_init(a.advertise_addr)
+    _echo(_("this Docker Engine is a swarm manager (node {node}, {addr}); set spawner.backend: "
+            "swarm and run `onelab up`").format(node=node[:12], addr=a.advertise_addr))
+    if a.advertise_addr.startswith("127."):
+        _echo(_("a loopback address: no other machine can join; give --advertise-addr an "
+                "address workers reach for more nodes"))
+    return 0
+
+
+def cmd_swarm_join_command(s: Settings, a: argparse.Namespace) -> int:
+    from onelab import dockerdoor
+
+    _echo(dockerdoor.swarm_join_command())
+    return 0
+
+
+def cmd_nodes(s: Settings, a: argparse.Namespace) -> int:
+    from onelab import dockerdoor
+
+    rows = dockerdoor.swarm_nodes() if dockerdoor.swarm_info().get("ControlAvailable") else []
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        _echo(_("not a swarm manager: run `onelab swarm init` (docs/swarm.md)"))
+        return 1
+    _echo(f"{'NODE':<14}{'HOSTNAME':<18}{'ROLE':<9}{'STATE':<8}{'CPUS':>6}{'MEMORY':>10}"
+          f"{'LEARNERS':>10}  GPUS")
+    for r in rows:
+        gpus = ", ".join(str(g) for g in r["generic"]) or "-"
+        _echo(f"{r['id'][:12]:<14}{r['hostname'][:17]:<18}{r['role']:<9}{r['state']:<8}"
+              f"{r['cpus']:>6.0f}{r['memory'] / 2**30:>8.1f}Gi{r['learners']:>10}  {gpus}")
+    return 0
+
+
 def cmd_k8s_values(s: Settings, a: argparse.Namespace) -> int:
     import yaml
 
@@ -752,6 +790,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "it)"))
     rg.add_argument("--courses-dir",
                     help=_("where the courses are (default: the repository's courses/)"))
+
+    swarm = group("swarm", _("Learners over several Docker hosts with Docker Swarm "
+                             "(docs/swarm.md)."))
+    si = add(swarm, "init", cmd_swarm_init, _("Make this Docker Engine the swarm manager."))
+    si.add_argument("--advertise-addr", default="127.0.0.1",
+                    help=_("the address workers reach this manager on (default: 127.0.0.1, "
+                           "one node)"))
+    add(swarm, "join-command", cmd_swarm_join_command,
+        _("Print the command a worker runs to join."))
+    nd = add(sub, "nodes", cmd_nodes,
+             _("The swarm's nodes: role, state, CPUs, memory, learners and GPUs on each."))
+    nd.add_argument("--json", action="store_true")
 
     k8s = group("k8s", _("Run the same courses on Kubernetes (Zero to JupyterHub)."))
     kv = add(k8s, "values", cmd_k8s_values,

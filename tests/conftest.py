@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,18 +167,38 @@ def one_course(root: Path) -> Path:
 
 def cleanup_prefix(prefix: str) -> None:
     """Remove every container, volume and network whose name starts with the prefix."""
+    from docker.errors import APIError, NotFound
+
     from onelab import dockerdoor
 
     c = dockerdoor.client()
+    if dockerdoor.swarm_info().get("ControlAvailable"):  # a swarm platform's servers
+        for svc in c.services.list():
+            if svc.name.startswith(prefix):
+                svc.remove()
     for ctr in c.containers.list(all=True):
         if ctr.name.startswith(prefix):
             ctr.remove(force=True)
     for vol in c.volumes.list():
         if vol.name.startswith(prefix):
             vol.remove(force=True)
-    for net in c.networks.list():
-        if net.name.startswith(prefix):
-            net.remove()
+    # a swarm network's config-only network goes last, once Docker is done with the swarm
+    # network (removing that one takes a moment after the call returns)
+    deadline = time.monotonic() + 30
+    while True:
+        left = sorted((n for n in c.networks.list() if n.name.startswith(prefix)),
+                      key=lambda n: n.name.endswith("-config"))
+        if not left:
+            break
+        for net in left:
+            try:
+                net.remove()
+            except NotFound:
+                pass  # a swarm-scoped network may say so while it goes
+            except APIError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

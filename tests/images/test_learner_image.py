@@ -45,6 +45,21 @@ def test_learner_stack_imports_and_versions(image):
     assert labels["org.onelab.variant"] == "cpu"
 
 
+def test_no_program_changes_who_runs_it(image):
+    """No set-uid/set-gid program: a learner cannot become root or another user, also in a
+    swarm service, where no-new-privileges cannot be set (docs/swarm.md)."""
+    found = run_in(image, (
+        "import os, stat\n"
+        "for top in ('/usr', '/bin', '/sbin', '/opt', '/etc', '/lib'):\n"
+        "    for d, _, files in os.walk(top):\n"
+        "        for f in files:\n"
+        "            p = os.path.join(d, f)\n"
+        "            try: m = os.lstat(p).st_mode\n"
+        "            except OSError: continue\n"
+        "            if stat.S_ISREG(m) and m & (stat.S_ISUID | stat.S_ISGID): print(p)\n"))
+    assert found == ""
+
+
 def test_installed_packages_are_exactly_the_lock(image):
     """A fresh clone builds the same installed package set as requirements.lock: every package
     name for name and version for version, nothing more (pip itself, the venv's installer, aside)

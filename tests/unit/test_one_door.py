@@ -61,3 +61,29 @@ def test_gpus_become_device_requests_or_the_cli_flag():
     assert args[args.index("--gpus") + 1] == '"device=0,1"'
     assert dockerdoor.device_requests("2") == [{"count": 2, "capabilities": [["gpu"]]}]
     assert dockerdoor.device_requests("none") == []
+
+
+def test_a_swarm_service_gets_the_same_lockdown_and_limits():
+    p = Policy(role="learner", image="onelab/learner:x", user="1000:1000", memory="2G",
+               cpus=1.5, pids=300, network="learners",
+               tmpfs=(("/tmp", "size=1g,mode=1777"),),
+               mounts=(Mount("home-ann", "/home/learner", read_only=False),
+                       Mount("datasets", "/home/learner/datasets")),
+               labels=(("onelab.user", "ann"),))
+    t = dockerdoor.service_spec(p, args=["jupyterhub-singleuser"], env={"A": "1"},
+                                constraints=["node.id==n1"])
+    cs = t["ContainerSpec"]
+    assert cs["User"] == "1000:1000" and cs["ReadOnly"] is True
+    assert cs["CapabilityDrop"] == ["ALL"] and "CapabilityAdd" not in cs
+    assert cs["Labels"] == {"onelab.role": "learner", "onelab.user": "ann"}
+    assert "A=1" in cs["Env"]
+    assert "OMP_NUM_THREADS=1" in cs["Env"]
+    mounts = {m["Target"]: m for m in cs["Mounts"]}
+    assert mounts["/home/learner"]["Type"] == "volume" and not mounts["/home/learner"]["ReadOnly"]
+    assert mounts["/home/learner/datasets"]["ReadOnly"] is True
+    assert mounts["/tmp"]["TmpfsOptions"] == {"SizeBytes": 1024 ** 3, "Mode": 0o1777}
+    assert t["Resources"]["Limits"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 2 * 1024 ** 3,
+                                        "Pids": 300}
+    assert t["RestartPolicy"]["Condition"] == "none"
+    assert t["Placement"]["Constraints"] == ["node.id==n1"]
+    assert t["Networks"] == [{"Target": "learners"}]
